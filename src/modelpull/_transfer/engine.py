@@ -1,0 +1,585 @@
+"""Ranged, parallel, resumable, verified HTTP downloads.
+
+One file at a time goes like this:
+
+1. Already at its final path with the right size: nothing to do.
+2. Take the file's lock (another download of the same file, in this process
+   or another, holds it: wait, mirroring its progress from its part state).
+3. Load the part state kept beside the partial file, or split the file into
+   parts (the policy) and reserve its space (``disk_full`` before any byte).
+4. Fetch every unfinished part as its own ``Range`` request. A part whose
+   connection drops, stalls or gets a 5xx/429 is retried from the byte where it
+   stopped, with backoff (or the server's ``Retry-After``); only attempts that
+   make no progress count against ``max_retries``.
+5. Verify the whole file against its digest, then rename it into place. A
+   mismatch discards the partial (``checksum_mismatch``); nothing is published.
+
+Credentials come from an :class:`~modelpull._transfer.auth.Auth` that only
+gives them to their own host; redirects are followed here, by hand, so an
+``Authorization`` header never reaches another host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from filelock import FileLock, Timeout
+from yarl import URL
+
+from .._aio import run_all
+from ..errors import (
+    AuthRequired,
+    ChecksumMismatch,
+    ConnectionFailed,
+    DiskFull,
+    IncompleteTransfer,
+    ModelNotFound,
+    ModelpullError,
+    ServerError,
+    TransferTimeout,
+)
+from ..progress import ProgressTracker
+from .auth import Auth, NoAuth
+from .hashing import HashCancelled, check_digest, hash_fd_range, hex_of, new_hasher
+from .policy import TransferPolicy
+
+log = logging.getLogger("modelpull.transfer")
+
+_REDIRECTS = (301, 302, 303, 307, 308)
+_MAX_REDIRECTS = 10
+_FLUSH_BYTES = 1 << 20
+STATE_SUFFIX = ".parts.json"
+
+
+@dataclass
+class FileTransfer:
+    """One file to fetch: where from, where to, how big, and its digest."""
+
+    url: str
+    dest: Path
+    size: int
+    digest: str
+    key: str
+    partial: Path | None = None
+    lock: Path | None = None
+    #: a file already at ``dest`` with the right size counts as done
+    trust_existing: bool = True
+
+    def __post_init__(self) -> None:
+        check_digest(self.digest)
+        if self.partial is None:
+            self.partial = self.dest.with_name(self.dest.name + ".incomplete")
+        if self.lock is None:
+            self.lock = self.partial.with_name(self.partial.name + ".lock")
+
+    @property
+    def state_path(self) -> Path:
+        assert self.partial is not None
+        return self.partial.with_name(self.partial.name + STATE_SUFFIX)
+
+
+@dataclass
+class _Part:
+    start: int
+    end: int
+    done: int  # absolute offset: bytes [start, done) are on disk
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.end
+
+
+@dataclass
+class _State:
+    digest: str
+    size: int
+    parts: list[_Part] = field(default_factory=list)
+    #: bytes received so far (on disk or about to be written); drives progress
+    received: int = 0
+
+    @property
+    def present(self) -> int:
+        return sum(p.done - p.start for p in self.parts)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "version": 1,
+                "digest": self.digest,
+                "size": self.size,
+                "parts": [[p.start, p.end, p.done] for p in self.parts],
+            }
+        )
+
+    @classmethod
+    def load(cls, path: Path, digest: str, size: int) -> _State | None:
+        try:
+            raw = json.loads(path.read_text())
+            if raw.get("version") != 1 or raw["digest"] != digest or raw["size"] != size:
+                return None
+            parts = [_Part(int(s), int(e), int(d)) for s, e, d in raw["parts"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        covered = 0
+        for part in sorted(parts, key=lambda p: p.start):
+            if part.start != covered or not part.start <= part.done <= part.end:
+                return None
+            covered = part.end
+        if covered != size:
+            return None
+        return cls(digest, size, parts)
+
+
+def present_bytes(transfer: FileTransfer) -> int:
+    """Bytes of ``transfer`` already on disk: final file or resumable partial."""
+    try:
+        if transfer.dest.stat().st_size == transfer.size:
+            return transfer.size
+    except OSError:
+        pass
+    state = _State.load(transfer.state_path, transfer.digest, transfer.size)
+    return state.present if state else 0
+
+
+class _Retry(Exception):
+    """A part attempt failed in a way worth retrying; ``error`` is what we report if not."""
+
+    def __init__(self, error: ModelpullError, retry_after: float | None = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.retry_after = retry_after
+
+
+#: Maps an unexpected HTTP response to a typed error (provider-specific wording).
+ErrorForResponse = Callable[[aiohttp.ClientResponse, str], ModelpullError | None]
+
+
+def _describe(url: URL) -> str:
+    return str(url.with_query(None).with_fragment(None))
+
+
+class TransferEngine:
+    """Fetches :class:`FileTransfer` objects and reports bytes to a tracker."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        policy: TransferPolicy,
+        tracker: ProgressTracker,
+        auth: Auth | None = None,
+        error_for_response: ErrorForResponse | None = None,
+    ) -> None:
+        self.session = session
+        self.policy = policy
+        self.tracker = tracker
+        self.auth: Auth = auth or NoAuth()
+        self.error_for_response = error_for_response
+
+    # ------------------------------------------------------------------ files
+
+    async def fetch_all(self, transfers: Iterable[FileTransfer]) -> None:
+        """Fetch every transfer, ``max_parallel_files`` at a time; first failure stops all."""
+        limit = asyncio.Semaphore(self.policy.max_parallel_files)
+
+        async def one(transfer: FileTransfer) -> None:
+            async with limit:
+                await self.fetch(transfer)
+
+        await run_all(one(t) for t in transfers)
+
+    async def fetch(self, transfer: FileTransfer) -> None:
+        key = transfer.key
+        if self._published(transfer):
+            self.tracker.update(key, transfer.size)
+            return
+        assert transfer.partial is not None and transfer.lock is not None
+        transfer.partial.parent.mkdir(parents=True, exist_ok=True)
+        transfer.dest.parent.mkdir(parents=True, exist_ok=True)
+        lock = await self._acquire(transfer)
+        try:
+            if self._published(transfer):  # someone else finished it while we waited
+                self.tracker.update(key, transfer.size)
+                return
+            await self._fetch_locked(transfer)
+        finally:
+            lock.release()
+
+    @staticmethod
+    def _published(transfer: FileTransfer) -> bool:
+        if not transfer.trust_existing:
+            return False
+        try:
+            return transfer.dest.stat().st_size == transfer.size
+        except OSError:
+            return False
+
+    async def _acquire(self, transfer: FileTransfer) -> FileLock:
+        assert transfer.lock is not None
+        lock = FileLock(str(transfer.lock))
+        while True:
+            try:
+                lock.acquire(timeout=0)
+                return lock
+            except Timeout:
+                # Another download holds this file: show its progress as ours.
+                self.tracker.current = transfer.key
+                self.tracker.update(transfer.key, present_bytes(transfer))
+                await asyncio.sleep(0.2)
+
+    async def _fetch_locked(self, transfer: FileTransfer) -> None:
+        assert transfer.partial is not None
+        state = _State.load(transfer.state_path, transfer.digest, transfer.size)
+        fresh = state is None or not transfer.partial.exists()
+        flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if fresh else 0)
+        fd = os.open(transfer.partial, flags, 0o644)
+        try:
+            if fresh:
+                state = _State(
+                    transfer.digest,
+                    transfer.size,
+                    [_Part(s, e, s) for s, e in self.policy.split(transfer.size)],
+                )
+                self._reserve(fd, transfer)
+                self._save_state(transfer, state)
+            assert state is not None
+            state.received = state.present
+            self.tracker.update(transfer.key, state.received)
+            hasher = _PrefixHasher(transfer.digest, transfer.size)
+            await self._fetch_parts(transfer, state, fd, hasher)
+            await self._verify(transfer, fd, hasher)
+        finally:
+            os.close(fd)
+        os.replace(transfer.partial, transfer.dest)
+        transfer.state_path.unlink(missing_ok=True)
+
+    def _reserve(self, fd: int, transfer: FileTransfer) -> None:
+        try:
+            if transfer.size and hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(fd, 0, transfer.size)
+            else:
+                os.ftruncate(fd, transfer.size)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise DiskFull(
+                    f"no room for {transfer.key} ({transfer.size} bytes) in "
+                    f"{transfer.partial.parent if transfer.partial else transfer.dest.parent}; "
+                    "free some space and run the download again"
+                ) from None
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+                os.ftruncate(fd, transfer.size)
+            else:
+                raise
+
+    def _save_state(self, transfer: FileTransfer, state: _State) -> None:
+        tmp = transfer.state_path.with_name(transfer.state_path.name + ".tmp")
+        try:
+            tmp.write_text(state.to_json())
+            os.replace(tmp, transfer.state_path)
+        except OSError as exc:
+            log.debug("could not save part state for %s: %s", transfer.key, exc)
+
+    async def _fetch_parts(
+        self, transfer: FileTransfer, state: _State, fd: int, hasher: _PrefixHasher
+    ) -> None:
+        pending = [p for p in state.parts if not p.finished]
+        if not pending:
+            return
+        stop = asyncio.Event()
+
+        async def save_periodically() -> None:
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), self.policy.state_interval)
+                except asyncio.TimeoutError:
+                    pass
+                self._save_state(transfer, state)
+
+        saver = asyncio.ensure_future(save_periodically())
+        try:
+            await run_all(self._run_part(transfer, state, part, fd, hasher) for part in pending)
+        finally:
+            stop.set()
+            saver.cancel()
+            await asyncio.gather(saver, return_exceptions=True)
+            self._save_state(transfer, state)
+
+    # ------------------------------------------------------------------ parts
+
+    async def _run_part(
+        self, transfer: FileTransfer, state: _State, part: _Part, fd: int, hasher: _PrefixHasher
+    ) -> None:
+        failures = 0
+        while not part.finished:
+            before = part.done
+            try:
+                await self._stream_part(transfer, state, part, fd, hasher)
+                if not part.finished:
+                    raise _Retry(
+                        IncompleteTransfer(
+                            f"the server closed the connection early while sending {transfer.key}"
+                        )
+                    )
+            except _Retry as retry:
+                failures = 1 if part.done > before else failures + 1
+                if failures > self.policy.max_retries:
+                    raise retry.error from None
+                delay = retry.retry_after
+                if delay is None:
+                    delay = min(
+                        self.policy.backoff_max, self.policy.backoff_initial * 2 ** (failures - 1)
+                    )
+                    delay *= 0.75 + random.random() / 2
+                log.info(
+                    "retrying %s bytes %d-%d in %.1fs: %s",
+                    transfer.key, part.done, part.end - 1, delay, retry.error.message,
+                )
+                await asyncio.sleep(delay)
+
+    async def _stream_part(
+        self, transfer: FileTransfer, state: _State, part: _Part, fd: int, hasher: _PrefixHasher
+    ) -> None:
+        headers = {"Range": f"bytes={part.done}-{part.end - 1}", "Accept-Encoding": "identity"}
+        url = URL(transfer.url, encoded=True)
+        try:
+            response = await self._request(url, headers)
+        except asyncio.TimeoutError:
+            raise _Retry(TransferTimeout(
+                f"{_describe(url)} did not answer within {self.policy.stall_timeout:.0f}s"
+            )) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise _Retry(ConnectionFailed(f"cannot connect to {_describe(url)}: {exc.os_error}")) from None
+        except aiohttp.ClientError as exc:
+            raise _Retry(ConnectionFailed(f"request to {_describe(url)} failed: {exc}")) from None
+        async with response:
+            self._check_response(transfer, part, response, await self._error_body(response))
+            buffer = bytearray()
+            offset = part.done  # where ``buffer`` starts in the file
+            skip = part.done if response.status == 200 else 0
+            self.tracker.current = transfer.key
+            try:
+                async for chunk in response.content.iter_any():
+                    if skip:
+                        dropped = min(skip, len(chunk))
+                        skip -= dropped
+                        chunk = chunk[dropped:]
+                        if not chunk:
+                            continue
+                    room = part.end - offset - len(buffer)
+                    if room <= 0:
+                        break
+                    if len(chunk) > room:
+                        chunk = chunk[:room]
+                    buffer += chunk
+                    state.received += len(chunk)
+                    self.tracker.update(transfer.key, state.received)
+                    if len(buffer) >= _FLUSH_BYTES:
+                        offset = self._write(transfer, fd, offset, buffer, part, hasher)
+                        buffer = bytearray()
+            except asyncio.TimeoutError:
+                raise _Retry(TransferTimeout(
+                    f"the download of {transfer.key} stalled (no data for "
+                    f"{self.policy.stall_timeout:.0f}s)"
+                )) from None
+            except aiohttp.ClientError as exc:
+                raise _Retry(IncompleteTransfer(
+                    f"the connection broke while fetching {transfer.key}: {exc or type(exc).__name__}"
+                )) from None
+            finally:
+                if buffer:
+                    self._write(transfer, fd, offset, buffer, part, hasher)
+
+    def _write(
+        self,
+        transfer: FileTransfer,
+        fd: int,
+        offset: int,
+        data: bytearray,
+        part: _Part,
+        hasher: _PrefixHasher,
+    ) -> int:
+        view = memoryview(data)
+        written = 0
+        try:
+            while written < len(view):
+                written += os.pwrite(fd, view[written:], offset + written)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFull(
+                    f"the disk filled up while writing {transfer.key}; free some space and run "
+                    "the download again: it resumes where it stopped"
+                ) from None
+            raise
+        hasher.feed(offset, view)
+        part.done = offset + len(view)
+        return part.done
+
+    async def _error_body(self, response: aiohttp.ClientResponse) -> str:
+        if response.status in (200, 206):
+            return ""
+        try:
+            return (await response.content.read(4096)).decode("utf-8", "replace")
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return ""
+
+    def _check_response(
+        self, transfer: FileTransfer, part: _Part, response: aiohttp.ClientResponse, body: str
+    ) -> None:
+        status = response.status
+        where = _describe(response.url)
+        if status == 206:
+            content_range = response.headers.get("Content-Range", "")
+            expected = f"bytes {part.done}-"
+            if not content_range.startswith(expected):
+                raise ServerError(
+                    f"{where} answered a ranged request with the wrong range "
+                    f"({content_range or 'none'}; asked for {part.done}-{part.end - 1})"
+                )
+            total = content_range.rpartition("/")[2]
+            if total.isdigit() and int(total) != transfer.size:
+                raise ServerError(
+                    f"{where} has {total} bytes for {transfer.key}, the plan said "
+                    f"{transfer.size}; the file changed on the server: run the download again"
+                )
+            return
+        if status == 200:
+            # The server ignored Range and sends the whole file: the caller skips
+            # what is already on disk, so resuming still works (at a bandwidth cost).
+            length = response.content_length
+            if length is not None and length != transfer.size:
+                raise ServerError(
+                    f"{where} sent {length} bytes for {transfer.key}, expected {transfer.size}; "
+                    "the file changed on the server: run the download again"
+                )
+            if part.done > 0 or part.end < transfer.size:
+                log.info("%s ignores Range; skipping %d bytes of a full response", where, part.done)
+            return
+        custom = self.error_for_response(response, body) if self.error_for_response else None
+        if status in (429, 503) or status >= 500:
+            error = custom or ServerError(
+                f"{where} answered HTTP {status}; the server is failing or overloaded, "
+                "try again later (the download resumes)"
+            )
+            raise _Retry(error, _retry_after(response, self.policy.retry_after_max))
+        if custom is not None:
+            raise custom
+        if status in (401, 403):
+            raise AuthRequired(
+                f"{where} refused access (HTTP {status}); check the token you passed"
+            )
+        if status == 404:
+            raise ModelNotFound(f"{where} does not exist (HTTP 404)")
+        if status == 416:
+            raise ServerError(f"{where} rejected the byte range for {transfer.key} (HTTP 416)")
+        raise ServerError(f"{where} answered HTTP {status}: {body[:200]}")
+
+    async def _request(self, url: URL, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        refreshed = False
+        for _ in range(_MAX_REDIRECTS + 1):
+            response = await self.session.get(
+                url, headers={**headers, **self.auth.headers_for(url)}, allow_redirects=False
+            )
+            if response.status in _REDIRECTS and "Location" in response.headers:
+                location = URL(response.headers["Location"], encoded=True)
+                response.release()
+                url = url.join(location)
+                continue
+            if response.status == 401 and not refreshed:
+                refreshed = True
+                if await self.auth.refresh(self.session, response):
+                    response.release()
+                    continue
+            return response
+        raise ServerError(f"too many redirects fetching {_describe(url)}")
+
+    # ------------------------------------------------------------------ verify
+
+    async def _verify(self, transfer: FileTransfer, fd: int, hasher: _PrefixHasher) -> None:
+        self.tracker.verifying = transfer.key
+        cancel = threading.Event()
+        try:
+            await asyncio.to_thread(hasher.finish, fd, cancel)
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
+        except HashCancelled:
+            raise asyncio.CancelledError() from None
+        finally:
+            if self.tracker.verifying == transfer.key:
+                self.tracker.verifying = None
+        got = hasher.hexdigest()
+        if got != hex_of(transfer.digest):
+            assert transfer.partial is not None
+            transfer.partial.unlink(missing_ok=True)
+            transfer.state_path.unlink(missing_ok=True)
+            raise ChecksumMismatch(
+                f"{transfer.key} is corrupt: its digest is {got[:16]}…, expected "
+                f"{hex_of(transfer.digest)[:16]}…; nothing was kept or published. Run the "
+                "download again to fetch it anew"
+            )
+
+
+class _PrefixHasher:
+    """Hashes bytes as they arrive while they extend the contiguous prefix; the rest later."""
+
+    def __init__(self, digest: str, size: int) -> None:
+        self._hasher = new_hasher(digest, size)
+        self._upto = 0
+        self._size = size
+        self._lock = threading.Lock()
+
+    def feed(self, offset: int, data: memoryview) -> None:
+        if offset == self._upto:
+            with self._lock:
+                self._hasher.update(data)
+                self._upto += len(data)
+
+    def finish(self, fd: int, cancel: threading.Event) -> None:
+        with self._lock:
+            hash_fd_range(fd, self._upto, self._size, self._hasher, cancel)
+            self._upto = self._size
+
+    def hexdigest(self) -> str:
+        return str(self._hasher.hexdigest())
+
+
+def _retry_after(response: aiohttp.ClientResponse, cap: float) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return max(0.0, min(seconds, cap))
+
+
+def new_session(policy: TransferPolicy, **kwargs: Any) -> aiohttp.ClientSession:
+    """An HTTP session with the engine's timeouts: connect and read stalls, no total."""
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=policy.connect_timeout, sock_read=policy.stall_timeout
+    )
+    connector = aiohttp.TCPConnector(limit=64, limit_per_host=32, enable_cleanup_closed=True)
+    return aiohttp.ClientSession(
+        timeout=timeout,
+        connector=connector,
+        auto_decompress=False,
+        trust_env=True,
+        **kwargs,
+    )

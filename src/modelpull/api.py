@@ -1,0 +1,157 @@
+"""``download_model`` and ``plan_download``: the one flow every caller uses."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ._secrets import Secret, as_secret, redact
+from .errors import InvalidOption, ModelpullError, UnsupportedProvider
+from .plan import Plan
+from .progress import DownloadProgress, DownloadStatus, ProgressReporter, ProgressTracker
+from .providers import ALIASES, PROVIDERS, Provider, provider_names
+from .providers.base import bool_option, check_free_space
+
+log = logging.getLogger("modelpull")
+
+#: how long the fetch may take to stop once the caller has left
+_STOP_GRACE = 2.0
+_TICK = 0.1
+
+
+def make_provider(
+    provider: object, model: object, token: Any = None, base_url: object = None, **options: Any
+) -> Provider:
+    """Validate everything that can be checked offline and build the provider."""
+    if not isinstance(provider, str) or provider.strip().lower() not in {*PROVIDERS, *ALIASES}:
+        shown = provider if isinstance(provider, str) else type(provider).__name__
+        raise UnsupportedProvider(
+            f"provider {str(shown)[:60]!r} is not supported; use one of: "
+            f"{', '.join(provider_names())} (alias: {', '.join(f'{a}={n}' for a, n in ALIASES.items())})"
+        )
+    name = provider.strip().lower()
+    cls = PROVIDERS[ALIASES.get(name, name)]
+    if base_url is not None and not isinstance(base_url, str):
+        raise InvalidOption("base_url must be a string URL")
+    try:
+        secret = as_secret(token)
+    except TypeError:
+        raise InvalidOption("token must be a string") from None
+    if not isinstance(model, str):
+        model = "" if model is None else model
+    return cls(model, secret, base_url or None, options)  # type: ignore[arg-type]
+
+
+async def plan_download(
+    provider: str, model: str, token: str | None = None, base_url: str | None = None, **options: Any
+) -> Plan:
+    """What a download would fetch: files or layers, sizes, what is local, total.
+
+    Moves no model bytes. Raises :class:`~modelpull.errors.ModelpullError`.
+    """
+    options.pop("dry_run", None)
+    prov = make_provider(provider, model, token, base_url, **options)
+    try:
+        return await prov.plan()
+    except ModelpullError as exc:
+        exc.message = redact(exc.message, prov.secrets)
+        exc.args = (exc.message,)
+        raise
+    finally:
+        await prov.close()
+
+
+async def download_model(
+    provider: str,
+    model: str,
+    token: str | None = None,
+    base_url: str | None = None,
+    **options: Any,
+) -> AsyncIterator[DownloadProgress]:
+    """Download a model, yielding :class:`DownloadProgress` events.
+
+    The first event is ``STARTING``; then ``DOWNLOADING``/``VERIFYING`` events;
+    the last is exactly one ``COMPLETE`` (with ``path``) or ``ERROR`` (with
+    ``error_code``). Nothing raises out of the generator for bad input.
+    Leaving the loop (``break``, ``aclose()``, cancellation) stops the transfer;
+    the next call resumes from what is on disk.
+    """
+    secrets: list[Secret | None] = []
+    if isinstance(token, str):
+        secrets.append(Secret(token))
+    reporter = ProgressReporter(ProgressTracker())
+    started = False
+    prov: Provider | None = None
+    try:
+        prov = make_provider(provider, model, token, base_url, **options)
+        secrets.extend(prov.secrets)
+        dry_run = bool_option(options, "dry_run")
+        plan = await prov.plan()
+        tracker = ProgressTracker(plan.total_bytes)
+        for item in plan.items:
+            tracker.declare(item.name, item.size, item.present_bytes)
+        reporter = ProgressReporter(tracker)
+        started = True
+        yield _scrub(reporter.event(DownloadStatus.STARTING, prov.starting_message(plan), force=True), secrets)
+        if dry_run:
+            done = reporter.complete(f"Dry run, nothing downloaded. Plan: {plan.summary()}", plan.destination or "")
+            done.downloaded_bytes = plan.present_bytes
+            yield _scrub(done, secrets)
+            return
+        check_free_space(prov.space_needed(plan))
+        fetch = asyncio.ensure_future(prov.fetch(plan, tracker))
+        try:
+            while not fetch.done():
+                await asyncio.wait({fetch}, timeout=_TICK)
+                if fetch.done():
+                    break
+                total = tracker.total
+                status = DownloadStatus.DOWNLOADING
+                if tracker.verifying and total is not None and tracker.done >= total:
+                    status = DownloadStatus.VERIFYING
+                event = reporter.event(status, prov.progress_message(tracker))
+                if event is not None:
+                    yield _scrub(event, secrets)
+            path = fetch.result()
+        finally:
+            if not fetch.done():
+                fetch.cancel()
+                await asyncio.wait({fetch}, timeout=_STOP_GRACE)
+            elif not fetch.cancelled():
+                fetch.exception()  # retrieved: no "never retrieved" warning
+        for item in plan.items:
+            tracker.update(item.name, item.size or 0)
+        yield _scrub(reporter.complete(f"Downloaded {prov.model} to {path}", path), secrets)
+    except ModelpullError as exc:
+        if not started:
+            yield _scrub(reporter.event(DownloadStatus.STARTING, f"Starting download of {model!s:.100}", force=True), secrets)
+        yield _scrub(reporter.error(exc.code, _actionable(exc)), secrets)
+    except Exception as exc:  # noqa: BLE001 - the edge: one ERROR event, never a raise
+        log.error("unexpected failure downloading %s: %s", type(exc).__name__, redact(str(exc), secrets))
+        if not started:
+            yield _scrub(reporter.event(DownloadStatus.STARTING, "Starting download", force=True), secrets)
+        yield _scrub(
+            reporter.error("internal_error", f"unexpected error ({type(exc).__name__}): {exc}"), secrets
+        )
+    finally:
+        if prov is not None:
+            await prov.close()
+
+
+def _actionable(exc: ModelpullError) -> str:
+    message = exc.message
+    if exc.resumable and "again" not in message:
+        message += "; run the download again to resume from what is already on disk"
+    return message
+
+
+def _scrub(event: DownloadProgress | None, secrets: list[Secret | None]) -> DownloadProgress:
+    assert event is not None
+    event.message = redact(event.message, secrets)
+    if event.path:
+        event.path = redact(event.path, secrets)
+    if event.current:
+        event.current = redact(event.current, secrets)
+    return event

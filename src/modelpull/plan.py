@@ -1,0 +1,92 @@
+"""What a download will do, computed before any byte moves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Plan", "PlanItem"]
+
+
+@dataclass
+class PlanItem:
+    """One file or layer of a download.
+
+    ``present_bytes`` counts what is already on disk: the whole size for a file
+    that is already local, or the bytes of a resumable partial download.
+    """
+
+    name: str
+    size: int | None
+    digest: str | None = None
+    local: bool = False
+    present_bytes: int = 0
+    kind: str = "file"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "size": self.size,
+            "digest": self.digest,
+            "local": self.local,
+            "present_bytes": self.present_bytes,
+            "kind": self.kind,
+        }
+
+
+@dataclass
+class Plan:
+    """Files or layers, their sizes, what is already local, and where it all goes."""
+
+    provider: str
+    model: str
+    items: list[PlanItem]
+    destination: str | None = None
+    revision: str | None = None
+    notes: list[str] = field(default_factory=list)
+    #: provider-private details (URLs, digests, store paths); not part of the API
+    detail: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def total_bytes(self) -> int | None:
+        if any(item.size is None for item in self.items):
+            return None
+        return sum(item.size or 0 for item in self.items)
+
+    @property
+    def present_bytes(self) -> int:
+        return sum(item.present_bytes for item in self.items)
+
+    @property
+    def missing_bytes(self) -> int:
+        return sum(max(0, (item.size or 0) - item.present_bytes) for item in self.items)
+
+    @property
+    def local_count(self) -> int:
+        return sum(1 for item in self.items if item.local)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "revision": self.revision,
+            "destination": self.destination,
+            "total_bytes": self.total_bytes,
+            "present_bytes": self.present_bytes,
+            "missing_bytes": self.missing_bytes,
+            "notes": list(self.notes),
+            "items": [item.to_dict() for item in self.items],
+        }
+
+    def summary(self) -> str:
+        from ._format import format_bytes
+
+        total = self.total_bytes
+        noun = "layer" if self.items and self.items[0].kind in ("layer", "config") else "file"
+        count = len(self.items)
+        text = f"{count} {noun}{'' if count == 1 else 's'}"
+        if total is not None:
+            text += f", {format_bytes(total)}"
+        if self.present_bytes:
+            text += f" ({format_bytes(self.present_bytes)} already local)"
+        return text

@@ -1,0 +1,134 @@
+"""What every provider implements: validate (offline), plan, fetch."""
+
+from __future__ import annotations
+
+import shutil
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import aiohttp
+
+from .._secrets import Secret
+from .._transfer import TransferPolicy, resolve_policy
+from .._transfer.engine import new_session
+from .._format import format_bytes
+from ..errors import DiskFull, InvalidOption
+from ..plan import Plan
+from ..progress import ProgressTracker
+
+#: options every provider that moves bytes itself accepts
+TRANSFER_OPTIONS = frozenset(
+    {"policy", "part_size", "max_parts", "max_parallel_files", "max_retries",
+     "stall_timeout", "connect_timeout"}
+)
+COMMON_OPTIONS = frozenset({"dry_run"})
+
+
+class Provider(ABC):
+    """One source of models. Instances live for one download."""
+
+    name: ClassVar[str]
+    #: options this provider accepts besides the common ones
+    options: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(
+        self, model: str, token: Secret | None, base_url: str | None, options: dict[str, Any]
+    ) -> None:
+        allowed = self.options | COMMON_OPTIONS
+        unknown = sorted(set(options) - allowed)
+        if unknown:
+            raise InvalidOption(
+                f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for "
+                f"provider {self.name!r}; accepted: {', '.join(sorted(allowed))}"
+            )
+        self.model = model
+        self.token = token
+        self.base_url = base_url
+        self.opts = dict(options)
+        self._session: aiohttp.ClientSession | None = None
+        self.policy: TransferPolicy = resolve_policy(
+            self.opts.get("policy"),
+            **{k: self.opts.get(k) for k in TRANSFER_OPTIONS - {"policy"} if k in self.options},
+        )
+
+    # -- lifecycle ---------------------------------------------------------
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = new_session(self.policy)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def secrets(self) -> list[Secret | None]:
+        return [self.token]
+
+    # -- the flow ----------------------------------------------------------
+    @abstractmethod
+    async def plan(self) -> Plan:
+        """Resolve the model: files or layers, sizes, what is local. No bytes moved."""
+
+    @abstractmethod
+    async def fetch(self, plan: Plan, tracker: ProgressTracker) -> str:
+        """Fetch what the plan lists, verify, publish; return where the model is."""
+
+    def starting_message(self, plan: Plan) -> str:
+        return f"Downloading {plan.model} from {self.name}: {plan.summary()}"
+
+    def progress_message(self, tracker: ProgressTracker) -> str:
+        if tracker.current:
+            return f"Downloading {self.model}: {tracker.current}"
+        return f"Downloading {self.model}"
+
+    def space_needed(self, plan: Plan) -> list[tuple[Path, int]]:
+        """(directory, bytes) pairs that must fit before the first byte is fetched."""
+        return []
+
+
+def check_free_space(needs: list[tuple[Path, int]]) -> None:
+    """Raise :class:`DiskFull` when a plan's missing bytes do not fit on its disk."""
+    for directory, needed in needs:
+        if needed <= 0:
+            continue
+        probe = Path(directory)
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        free = shutil.disk_usage(probe).free
+        if needed > free:
+            raise DiskFull(
+                f"not enough disk space in {directory}: the download needs "
+                f"{format_bytes(needed)}, only {format_bytes(free)} is free. Free some space "
+                "or choose another location, then run it again"
+            )
+
+
+def bool_option(options: dict[str, Any], name: str, default: bool = False) -> bool:
+    value = options.get(name, default)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.lower() in ("1", "true", "yes", "on")
+    raise InvalidOption(f"option {name!r} must be true or false, got {value!r}")
+
+
+def str_option(options: dict[str, Any], name: str) -> str | None:
+    value = options.get(name)
+    if value is None or (isinstance(value, str) and value):
+        return value
+    raise InvalidOption(f"option {name!r} must be a non-empty string, got {value!r}")
+
+
+def patterns_option(options: dict[str, Any], name: str) -> list[str] | None:
+    value = options.get(name)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) and v for v in value):
+        return list(value)
+    raise InvalidOption(f"option {name!r} must be a glob pattern or a list of them, got {value!r}")

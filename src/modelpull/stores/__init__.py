@@ -1,0 +1,1 @@
+"""On-disk layouts: where models live and how they are published."""

@@ -1,0 +1,31 @@
+"""Refusing paths that a source could use to escape a store."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePosixPath
+
+from ..errors import UnsafeSource
+
+_BAD_CHARS = re.compile(r"[\x00-\x1f\\]")
+
+
+def safe_relative(path: str) -> PurePosixPath:
+    """A relative POSIX path that stays inside whatever folder it is joined to."""
+    if not isinstance(path, str) or not path or _BAD_CHARS.search(path) or len(path) > 1024:
+        raise UnsafeSource(f"the source named an invalid file path {str(path)[:80]!r}; refusing it")
+    pure = PurePosixPath(path)
+    if pure.is_absolute() or any(part in ("..", ".", "") for part in path.split("/")):
+        raise UnsafeSource(
+            f"the source named the file {path[:80]!r}, which would land outside the model "
+            "folder; refusing it"
+        )
+    return pure
+
+
+def join_inside(root: Path, relative: str) -> Path:
+    target = root.joinpath(*safe_relative(relative).parts)
+    root_resolved = root.resolve()
+    if root_resolved not in target.resolve().parents and target.resolve() != root_resolved:
+        raise UnsafeSource(f"the file {relative[:80]!r} would land outside {root}; refusing it")
+    return target
