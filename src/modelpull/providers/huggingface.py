@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import httpx
 from huggingface_hub import HfApi, constants, hf_hub_url
 from huggingface_hub import errors as hf_errors
 from huggingface_hub.utils import filter_repo_objects
@@ -237,17 +236,21 @@ class HuggingFaceProvider(Provider):
             raise ServerError(
                 f"{self.endpoint} answered HTTP {status} for {self.repo_id}; try again later"
             ) from None
-        except httpx.TimeoutException:
-            raise TransferTimeout(f"{self.endpoint} did not answer in time (timeout)") from None
-        except (httpx.TransportError, OSError) as exc:
-            raise ConnectionFailed(
-                f"cannot connect to the Hub at {self.endpoint}: {type(exc).__name__}; check the "
-                "address (base_url / HF_ENDPOINT) and your network"
-            ) from None
         except hf_errors.OfflineModeIsEnabled:
             raise ConnectionFailed(
                 f"HF_HUB_OFFLINE is set, so {self.endpoint} cannot be reached; unset it to download"
             ) from None
+        except Exception as exc:
+            # huggingface_hub's HTTP stack (httpx or its fork) raises its own transport errors.
+            kinds = {cls.__name__ for cls in type(exc).__mro__}
+            if kinds & {"TimeoutException", "TimeoutError"}:
+                raise TransferTimeout(f"{self.endpoint} did not answer in time (timeout)") from None
+            if kinds & {"TransportError", "NetworkError", "ConnectError", "OSError"}:
+                raise ConnectionFailed(
+                    f"cannot connect to the Hub at {self.endpoint} ({type(exc).__name__}); check "
+                    "the address (base_url / HF_ENDPOINT) and your network"
+                ) from None
+            raise
 
     def _gated(self) -> GatedModel:
         page = f"{self.endpoint}/{self.repo_id}"
