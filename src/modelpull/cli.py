@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from typing import Any
 
@@ -15,7 +14,6 @@ from ._format import format_bytes
 from .api import download_model, plan_download
 from .errors import ModelpullError
 from .progress import DownloadProgress, DownloadStatus
-from .providers import provider_names
 
 
 def _parse_option(raw: tuple[str, ...]) -> dict[str, Any]:
@@ -137,7 +135,12 @@ async def _pull_plain(events: Any, as_json: bool) -> int:
 async def _pull_rich(events: Any) -> int:
     from rich.console import Console
     from rich.progress import (
-        BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn,
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
     )
 
     console = Console(stderr=False)

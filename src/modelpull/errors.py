@@ -9,22 +9,22 @@ from __future__ import annotations
 
 __all__ = [
     "ERROR_CODES",
-    "ModelpullError",
-    "UnsupportedProvider",
+    "AuthRequired",
+    "ChecksumMismatch",
+    "ConnectionFailed",
+    "DiskFull",
+    "GatedModel",
+    "IncompatibleModel",
+    "IncompleteTransfer",
     "InvalidModel",
     "InvalidOption",
     "ModelNotFound",
+    "ModelpullError",
     "RevisionNotFound",
-    "GatedModel",
-    "AuthRequired",
-    "IncompatibleModel",
-    "ConnectionFailed",
     "ServerError",
     "TransferTimeout",
-    "IncompleteTransfer",
-    "ChecksumMismatch",
-    "DiskFull",
     "UnsafeSource",
+    "UnsupportedProvider",
 ]
 
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
 
-__all__ = ["DownloadStatus", "DownloadProgress", "ProgressTracker", "ProgressReporter"]
+__all__ = ["DownloadProgress", "DownloadStatus", "ProgressReporter", "ProgressTracker"]
 
 
 class DownloadStatus(str, Enum):

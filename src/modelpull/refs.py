@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .errors import InvalidModel
 
-__all__ = ["OllamaName", "parse_ollama_name", "parse_hf_repo_id"]
+__all__ = ["OllamaName", "parse_hf_repo_id", "parse_ollama_name"]
 
 OLLAMA_DEFAULT_HOST = "registry.ollama.ai"
 OLLAMA_DEFAULT_NAMESPACE = "library"

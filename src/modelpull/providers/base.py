@@ -9,10 +9,10 @@ from typing import Any, ClassVar
 
 import aiohttp
 
+from .._format import format_bytes
 from .._secrets import Secret
 from .._transfer import TransferPolicy, resolve_policy
 from .._transfer.engine import new_session
-from .._format import format_bytes
 from ..errors import DiskFull, InvalidOption
 from ..plan import Plan
 from ..progress import ProgressTracker

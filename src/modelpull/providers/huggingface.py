@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 from huggingface_hub import HfApi, constants, hf_hub_url
 from huggingface_hub import errors as hf_errors
-from huggingface_hub.utils import filter_repo_objects
+from huggingface_hub.utils._paths import filter_repo_objects
 
 from .._secrets import Secret, as_secret
 from .._transfer import BearerAuth, FileTransfer, TransferEngine
@@ -171,9 +171,8 @@ class HuggingFaceProvider(Provider):
         return int(meta.size), meta.etag.strip('"').removeprefix("W/").strip('"')
 
     def _present(self, f: HfFile) -> int:
-        if isinstance(self.store, HfLocalDirStore):
-            if self.store.is_current(f.path, f.etag, f.size):
-                return f.size
+        if isinstance(self.store, HfLocalDirStore) and self.store.is_current(f.path, f.etag, f.size):
+            return f.size
         return present_bytes(self._transfer(f, ""))
 
     def _transfer(self, f: HfFile, commit: str) -> FileTransfer:
