@@ -17,11 +17,11 @@ from .providers import provider_names
 __version__ = "0.1.0"
 
 __all__ = [
+    "ERROR_CODES",
+    "POLICIES",
     "DownloadProgress",
     "DownloadStatus",
-    "ERROR_CODES",
     "ModelpullError",
-    "POLICIES",
     "Plan",
     "PlanItem",
     "TransferPolicy",
