@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from .base import Provider
+from .gguf import GgufProvider, LmStudioProvider
 from .huggingface import HuggingFaceProvider, MlxProvider
+from .ollama_registry import OllamaRegistryProvider
 from .ollama_server import OllamaServerProvider
 
 PROVIDERS: dict[str, type[Provider]] = {
     "huggingface": HuggingFaceProvider,
     "mlx": MlxProvider,
     "ollama": OllamaServerProvider,
+    "ollama-registry": OllamaRegistryProvider,
+    "gguf": GgufProvider,
+    "lmstudio": LmStudioProvider,
 }
 ALIASES: dict[str, str] = {"hf": "huggingface"}
 
