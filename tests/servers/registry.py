@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -46,6 +47,7 @@ OLLAMA_TEMPLATE = "application/vnd.ollama.image.template"
 OLLAMA_PARAMS = "application/vnd.ollama.image.params"
 
 _ACCESS = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[\d.]+" (?P<status>\d{3}) (?P<bytes>\d+)')
+_model_numbers = itertools.count(1)
 _BLOB_PATH = re.compile(r"^/v2/(?P<repo>.+)/blobs/(?P<digest>sha256:[0-9a-f]{64})$")
 
 
@@ -174,13 +176,13 @@ class DockerRegistry:
             for m in _ACCESS.finditer(text)
         ]
 
-    def blob_gets(self, digest: str | None = None) -> list[Access]:
-        """Successful blob GETs (optionally of one digest), in log order."""
+    def blob_gets(self, digest: str | None = None, repo: str | None = None) -> list[Access]:
+        """Successful blob GETs (optionally of one digest, in one repository), in log order."""
         found = []
         for entry in self.access_log():
             match = _BLOB_PATH.match(entry.path.split("?")[0])
             if entry.method == "GET" and match and entry.status in (200, 206):
-                if digest is None or match["digest"] == digest:
+                if (digest is None or match["digest"] == digest) and (repo is None or match["repo"] == repo):
                     found.append(entry)
         return found
 
@@ -200,7 +202,7 @@ class DockerRegistry:
         """Upload an Ollama-style model: blobs, then the manifest."""
         if config is None:
             config = json.dumps(
-                {"model_format": "gguf", "model_family": "llama", "model_type": "tiny",
+                {"model_format": "gguf", "model_family": "llama", "model_type": repo,
                  "file_type": "Q4_0", "rootfs": {"type": "layers", "diff_ids": []}}
             ).encode()
         blobs: dict[str, bytes] = {}
@@ -224,6 +226,19 @@ class DockerRegistry:
         )
         assert status == 201, status
         return PushedModel(repo, tag, manifest, blobs, [d["digest"] for d in descriptors], config_digest)
+
+    def push_tiny(self, weights: int = 300_000, tag: str = "1b", repo: str | None = None) -> PushedModel:
+        """Push a small model with a fresh name: random 'weights', a template, params, a config."""
+        repo = repo or f"library/tiny{next(_model_numbers)}"
+        return self.push(
+            repo,
+            tag,
+            [
+                (OLLAMA_MODEL, os.urandom(weights)),
+                (OLLAMA_TEMPLATE, b"{{ .System }} {{ .Prompt }}"),
+                (OLLAMA_PARAMS, b'{"stop": ["<|end|>"], "temperature": 0.7}'),
+            ],
+        )
 
     def push_blob(self, repo: str, content: bytes) -> str:
         digest = sha256_digest(content)
