@@ -1,0 +1,400 @@
+"""The HTTP API: download jobs, their event streams, the inventory, the page.
+
+Every API answer that is not a stream is JSON; every error is
+``{"error_code": ..., "message": ...}`` with a 4xx/5xx status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import html
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from .._secrets import as_secret
+from ..api import make_provider
+from ..errors import ModelpullError
+from ..inventory import delete_model, scan_inventory
+from ..providers import ALIASES, PROVIDERS, provider_names
+from ..refs import parse_ollama_name
+from ._config import PATH_OPTIONS, ServiceConfig
+from ._jobs import Job, JobManager, JobRequest, TooManyJobs
+from ._streams import NDJSON, SSE, feed_events, job_events
+
+log = logging.getLogger("modelpull.service")
+
+_BODY_FIELDS = ("provider", "model", "token", "base_url", "options")
+_MAX_OPTIONS = 32
+_SECRET_QUERY_NAMES = frozenset({"token", "api_key", "apikey", "access_token", "key", "hf_token"})
+_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_PAGE_ASSETS = {"app.js": "text/javascript", "app.css": "text/css"}
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def _status_for(exc: ModelpullError) -> int:
+    if exc.code == "not_found":
+        return 404
+    if exc.code in ("connection_failed", "server_error", "timeout"):
+        return 502
+    return 400
+
+
+def _error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error_code": code, "message": message}, status_code=status, headers=headers)
+
+
+class ServiceState:
+    """Settings plus the job manager, created on the loop that serves requests."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self._manager: JobManager | None = None
+
+    def manager(self) -> JobManager:
+        loop = asyncio.get_running_loop()
+        if self._manager is None or self._manager.loop is not loop:
+            self._manager = JobManager(
+                keep_finished=self.config.keep_finished, max_running=self.config.max_running
+            )
+        return self._manager
+
+    async def close(self) -> None:
+        if self._manager is not None:
+            await self._manager.close()
+
+
+def _check_auth(request: Request, config: ServiceConfig) -> None:
+    bad = _SECRET_QUERY_NAMES & {k.lower() for k in request.query_params}
+    if bad:
+        raise ApiError(
+            400, "secret_in_url",
+            "tokens and keys are never accepted in the URL (they end up in logs); send the API key "
+            "as 'Authorization: Bearer <key>' and a model token in the JSON body",
+        )
+    if not config.api_key:
+        return
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), config.api_key.encode()):
+        raise ApiError(
+            401, "unauthorized", "this service needs its API key: send 'Authorization: Bearer <key>'",
+            {"WWW-Authenticate": "Bearer"},
+        )
+
+
+Endpoint = Callable[..., Awaitable[Response]]
+
+
+def _api(config: ServiceConfig) -> Callable[[Endpoint], Endpoint]:
+    """Check the key, and turn errors into ``{"error_code", "message"}`` answers."""
+
+    def decorate(fn: Endpoint) -> Endpoint:
+        @functools.wraps(fn)
+        async def endpoint(request: Request, *args: Any, **kwargs: Any) -> Response:
+            try:
+                _check_auth(request, config)
+                return await fn(request, *args, **kwargs)
+            except ApiError as exc:
+                return _error_response(exc.status, exc.code, exc.message, exc.headers)
+            except ModelpullError as exc:
+                return _error_response(_status_for(exc), exc.code, exc.message)
+
+        return endpoint
+
+    return decorate
+
+
+async def _read_json(request: Request, limit: int) -> Any:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send a JSON body with 'Content-Type: application/json'")
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise ApiError(413, "body_too_large", f"the request body is larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, "body_too_large", f"the request body is larger than {limit} bytes")
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
+
+
+def _invalid(message: str) -> ApiError:
+    return ApiError(422, "invalid_request", message)
+
+
+def parse_job_request(data: Any, config: ServiceConfig) -> JobRequest:
+    """Validate a download request body (offline) and apply the service's defaults."""
+    if not isinstance(data, dict):
+        raise _invalid("the body must be a JSON object with provider, model and optional token, base_url, options")
+    unknown = sorted(set(data) - set(_BODY_FIELDS))
+    if unknown:
+        raise _invalid(f"unknown field(s) {', '.join(k[:40] for k in unknown)}; accepted: {', '.join(_BODY_FIELDS)}")
+    provider, model = data.get("provider"), data.get("model")
+    token, base_url, options = data.get("token"), data.get("base_url"), data.get("options")
+    if not isinstance(provider, str) or not provider.strip():
+        raise _invalid("'provider' is required: one of " + ", ".join(provider_names()))
+    if not isinstance(model, str) or not model.strip():
+        raise _invalid("'model' is required, e.g. 'org/name' or 'gemma3:1b'")
+    if len(model) > 400:
+        raise _invalid("'model' is too long")
+    if token is not None and (not isinstance(token, str) or len(token) > 4096):
+        raise _invalid("'token' must be a string")
+    if base_url is not None and (not isinstance(base_url, str) or len(base_url) > 2048):
+        raise _invalid("'base_url' must be a string URL")
+    if options is None:
+        options = {}
+    if not isinstance(options, dict) or len(options) > _MAX_OPTIONS:
+        raise _invalid(f"'options' must be a JSON object of at most {_MAX_OPTIONS} entries")
+    for key, value in options.items():
+        if key == "token":
+            raise _invalid("pass the token as the top-level 'token' field, not as an option")
+        if not _plain_value(value):
+            raise _invalid(f"option {key[:40]!r} must be a string, number, boolean or list of strings")
+    chosen_paths = sorted(set(options) & PATH_OPTIONS)
+    if chosen_paths and not config.allow_client_paths:
+        raise ApiError(
+            400, "invalid_option",
+            f"this service chooses where models go; it does not accept {', '.join(chosen_paths)} "
+            "(start it with --allow-client-paths to let clients choose folders)",
+        )
+    name = provider.strip().lower()
+    name = ALIASES.get(name, name)
+    default_base, default_options = config.provider_defaults(name)
+    merged = {**default_options, **options}
+    base_url = base_url or default_base
+    model = model.strip()
+    make_provider(name, model, token, base_url, **merged)  # raises ModelpullError (offline)
+    return JobRequest(name, model, base_url or None, merged, as_secret(token))
+
+
+def _plain_value(value: Any) -> bool:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return not isinstance(value, str) or len(value) <= 4096
+    if isinstance(value, list) and len(value) <= 256:
+        return all(isinstance(v, str) and len(v) <= 1024 for v in value)
+    return False
+
+
+#: which providers write where: deleting one of a place's models waits for their downloads
+_PLACES = {"huggingface": "hf-cache", "mlx": "hf-cache", "gguf": "hf-cache",
+           "ollama": "ollama", "ollama-registry": "ollama", "lmstudio": "lmstudio"}
+
+
+def _same_local_model(request: JobRequest, provider: str, model: str) -> bool:
+    name = provider.strip().lower()
+    place = _PLACES.get(ALIASES.get(name, name))
+    if place is None or _PLACES.get(request.provider) != place:
+        return False
+    if place == "ollama":
+        try:
+            return parse_ollama_name(request.model).short == parse_ollama_name(model).short
+        except ModelpullError:
+            return False
+    return request.model.split(":")[0].lower() == model.split(":")[0].lower()
+
+
+def _stream_format(request: Request) -> str:
+    fmt = request.query_params.get("format", "").lower()
+    if fmt in ("ndjson", "jsonl"):
+        return NDJSON
+    if fmt in ("sse", ""):
+        if not fmt and NDJSON in request.headers.get("accept", ""):
+            return NDJSON
+        return SSE
+    raise ApiError(400, "invalid_request", "format must be 'sse' or 'ndjson'")
+
+
+def _after(request: Request) -> int:
+    raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+    if not raw.strip().isdigit() or len(raw) > 18:
+        raise ApiError(400, "invalid_request", "Last-Event-ID / after must be an event number")
+    return int(raw)
+
+
+def _page(api_base: str) -> Response:
+    text = resources.files(__package__).joinpath("static/index.html").read_text("utf-8")
+    text = text.replace("{{API_BASE}}", html.escape(api_base.rstrip("/"), quote=True))
+    return Response(text, media_type="text/html; charset=utf-8", headers=_page_headers())
+
+
+def _page_headers() -> dict[str, str]:
+    return {
+        "Content-Security-Policy": PAGE_CSP,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-cache",
+    }
+
+
+def _asset(name: str) -> Response:
+    if name not in _PAGE_ASSETS:
+        return _error_response(404, "not_found", "no such file")
+    data = resources.files(__package__).joinpath(f"static/{name}").read_bytes()
+    return Response(data, media_type=_PAGE_ASSETS[name], headers=_page_headers())
+
+
+def page_response(api_base: str) -> Response:
+    """The web page, talking to the API mounted at ``api_base``."""
+    return _page(api_base)
+
+
+def asset_response(name: str) -> Response:
+    return _asset(name)
+
+
+def create_router(config: ServiceConfig | None = None, state: ServiceState | None = None) -> APIRouter:
+    """An APIRouter serving the whole API (and the page under ``/ui``).
+
+    Mount it with ``app.include_router(router, prefix="/api/models")``.
+    """
+    config = config or (state.config if state else ServiceConfig.from_env())
+    state = state or ServiceState(config)
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        yield
+        await state.close()
+
+    router = APIRouter(lifespan=lifespan)
+    router.modelpull_state = state  # type: ignore[attr-defined]
+    api = _api(config)
+
+    def find_job(job_id: str) -> Job:
+        job = state.manager().get(job_id)
+        if job is None:
+            raise ApiError(404, "job_not_found", f"no download job {job_id[:40]!r} (finished jobs are kept for a while)")
+        return job
+
+    def start(request_data: Any) -> tuple[Job, bool]:
+        job_request = parse_job_request(request_data, config)
+        try:
+            return state.manager().start(job_request)
+        except TooManyJobs as exc:
+            raise ApiError(429, "too_many_jobs", str(exc)) from None
+
+    @router.get("/providers")
+    @api
+    async def providers(request: Request) -> Response:
+        """Providers this service can download from, with their options."""
+        items = []
+        for name in provider_names():
+            cls = PROVIDERS[name]
+            base_url, _ = config.provider_defaults(name)
+            items.append({
+                "name": name,
+                "aliases": sorted(a for a, n in ALIASES.items() if n == name),
+                "options": sorted(cls.options - PATH_OPTIONS if not config.allow_client_paths else cls.options),
+                "default_base_url": base_url,
+            })
+        return JSONResponse({"providers": items, "auth": bool(config.api_key)})
+
+    @router.post("/downloads")
+    @api
+    async def create_download(request: Request) -> Response:
+        """Start a download, or join the identical one already running."""
+        job, joined = start(await _read_json(request, config.max_body))
+        location = request.url.path.rstrip("/") + "/" + job.id
+        return JSONResponse(
+            {"id": job.id, "joined": joined, "events": location + "/events", "job": job.view()},
+            status_code=200 if joined else 201,
+            headers={"Location": location},
+        )
+
+    @router.get("/downloads")
+    @api
+    async def list_downloads(request: Request) -> Response:
+        return JSONResponse({"jobs": [job.view() for job in state.manager().jobs()]})
+
+    @router.get("/downloads/{job_id}")
+    @api
+    async def get_download(request: Request, job_id: str) -> Response:
+        return JSONResponse(find_job(job_id).view())
+
+    @router.get("/downloads/{job_id}/events")
+    @api
+    async def download_events(request: Request, job_id: str) -> Response:
+        """SSE (default) or NDJSON (``?format=ndjson``) of a job's events, with replay."""
+        job = find_job(job_id)
+        fmt, after = _stream_format(request), _after(request)
+        if fmt == SSE and job.finished and after >= job.last_seq:
+            return Response(status_code=204)  # tells EventSource to stop reconnecting
+        return StreamingResponse(
+            job_events(job, state.manager(), after, fmt), media_type=fmt, headers=_STREAM_HEADERS
+        )
+
+    @router.delete("/downloads/{job_id}")
+    @api
+    async def delete_download(request: Request, job_id: str) -> Response:
+        """Cancel a running job (partial data is kept), or forget a finished one."""
+        job = find_job(job_id)
+        if not job.finished:
+            await job.cancel()
+            return JSONResponse(job.view())
+        state.manager().forget(job)
+        return JSONResponse({"id": job.id, "removed": True})
+
+    @router.get("/events")
+    @api
+    async def all_events(request: Request) -> Response:
+        """Every job's changes: first each job's state, then updates as they happen."""
+        fmt = _stream_format(request)
+        manager = state.manager()
+        return StreamingResponse(feed_events(manager.feed(), manager, fmt), media_type=fmt, headers=_STREAM_HEADERS)
+
+    @router.post("/pull")
+    @api
+    async def pull(request: Request) -> Response:
+        """Start (or join) a download and stream its events as SSE right away."""
+        job, _ = start(await _read_json(request, config.max_body))
+        headers = {**_STREAM_HEADERS, "X-Download-Id": job.id}
+        return StreamingResponse(job_events(job, state.manager(), 0, SSE), media_type=SSE, headers=headers)
+
+    @router.get("/models")
+    @api
+    async def list_local_models(request: Request) -> Response:
+        """Models on this machine (HF cache, MLX subset) and on the Ollama server or store."""
+        provider = request.query_params.get("provider") or None
+        inventory = await asyncio.to_thread(scan_inventory, provider, **config.inventory_options())
+        return JSONResponse({"models": [m.to_dict() for m in inventory.models], "notes": inventory.notes})
+
+    @router.delete("/models/{provider}/{model:path}")
+    @api
+    async def delete_local_model(request: Request, provider: str, model: str) -> Response:
+        """Delete a local model (refused while a download of it runs)."""
+        for job in state.manager().running():
+            if _same_local_model(job.request, provider, model):
+                raise ApiError(409, "download_running", f"{model} is being downloaded (job {job.id}); cancel it first")
+        result = await asyncio.to_thread(delete_model, provider, model, **config.inventory_options())
+        log.info("deleted %s model %s", provider, model)
+        return JSONResponse(result)
+
+    @router.get("/ui", include_in_schema=False)
+    async def ui(request: Request) -> Response:
+        return page_response(request.url.path[: -len("/ui")] or "/")
+
+    @router.get("/ui/{name}", include_in_schema=False)
+    async def ui_asset(name: str) -> Response:
+        return asset_response(name)
+
+    return router
