@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -26,8 +26,14 @@ if not os.environ.get("MODELPULL_TEST_KEEP_ENV"):
     os.environ["HF_HOME"] = _hf_home
     os.environ.pop("HF_HUB_CACHE", None)
     os.environ.pop("HUGGINGFACE_HUB_CACHE", None)
-    for _var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT", "OLLAMA_HOST", "OLLAMA_MODELS",
-                 "HF_HUB_OFFLINE"):
+    for _var in (
+        "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+        "HF_ENDPOINT",
+        "OLLAMA_HOST",
+        "OLLAMA_MODELS",
+        "HF_HUB_OFFLINE",
+    ):
         os.environ.pop(_var, None)
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
     os.environ["HF_HUB_DISABLE_IMPLICIT_TOKEN"] = "1"
@@ -42,9 +48,9 @@ _root = str(Path(__file__).resolve().parents[1])
 if _root not in sys.path:
     sys.path.insert(0, _root)
 
-from tests.servers.hf_front import HfFront  # noqa: E402
-from tests.servers.olah import OlahServer, find_olah_cli  # noqa: E402
-from tests.servers.ollama_emulator import OllamaEmulator  # noqa: E402
+from tests.servers.hf_front import HfFront
+from tests.servers.olah import OlahServer, find_olah_cli
+from tests.servers.ollama_emulator import OllamaEmulator
 
 
 @pytest.fixture(scope="session")

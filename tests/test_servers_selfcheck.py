@@ -45,6 +45,7 @@ def _files() -> dict:
 
 # ----------------------------------------------------------------- olah ---
 
+
 def test_olah_snapshot_download_exact_bytes(olah: OlahServer, tmp_path: Path) -> None:
     repo = _repo()
     files = _files()
@@ -67,7 +68,11 @@ def test_olah_raw_headers_and_documented_gaps(olah: OlahServer) -> None:
     with httpx.Client(base_url=olah.endpoint) as c:
         h = c.head(f"/{repo}/resolve/main/model.safetensors")
         assert h.status_code == 200
-        assert h.headers["etag"] == lfs.sha256 == hashlib.sha256(files["model.safetensors"]).hexdigest()
+        assert (
+            h.headers["etag"]
+            == lfs.sha256
+            == hashlib.sha256(files["model.safetensors"]).hexdigest()
+        )
         assert h.headers["x-repo-commit"] == sha
         assert int(h.headers["content-length"]) == lfs.size
         assert "x-linked-size" not in h.headers  # gap
@@ -83,8 +88,14 @@ def test_olah_raw_headers_and_documented_gaps(olah: OlahServer) -> None:
         assert all(set(s) == {"rfilename"} for s in info["siblings"])
         assert c.get(f"/api/models/{repo}").status_code == 401
         # gap: unknown revision / missing file -> RepoNotFound
-        assert c.head(f"/{repo}/resolve/nope/config.json").headers.get("x-error-code") == "RepoNotFound"
-        assert c.head(f"/{repo}/resolve/main/missing.txt").headers.get("x-error-code") == "RepoNotFound"
+        assert (
+            c.head(f"/{repo}/resolve/nope/config.json").headers.get("x-error-code")
+            == "RepoNotFound"
+        )
+        assert (
+            c.head(f"/{repo}/resolve/main/missing.txt").headers.get("x-error-code")
+            == "RepoNotFound"
+        )
 
 
 def test_olah_new_commits_and_refs(olah: OlahServer) -> None:
@@ -103,6 +114,7 @@ def test_olah_new_commits_and_refs(olah: OlahServer) -> None:
 
 # ------------------------------------------------------------- hf_front ---
 
+
 def test_front_metadata_like_the_hub(olah: OlahServer, hf_front: HfFront) -> None:
     repo = _repo()
     sha = olah.make_repo(repo, _files())
@@ -115,7 +127,11 @@ def test_front_metadata_like_the_hub(olah: OlahServer, hf_front: HfFront) -> Non
         assert sib[p].size == f.size
         assert sib[p].blob_id == f.blob_id
         if f.lfs:
-            assert sib[p].lfs is not None and sib[p].lfs.sha256 == f.sha256 and sib[p].lfs.size == f.size
+            assert (
+                sib[p].lfs is not None
+                and sib[p].lfs.sha256 == f.sha256
+                and sib[p].lfs.size == f.size
+            )
         else:
             assert sib[p].lfs is None
     for p, f in want.items():
@@ -172,9 +188,15 @@ def test_front_error_codes(olah: OlahServer, hf_front: HfFront) -> None:
     with httpx.Client() as c:
         # natural Hub behaviour for things olah gets wrong
         assert code(c.head(hf_hub_url(repo, "missing.txt", endpoint=ep))) == (404, "EntryNotFound")
-        assert code(c.head(hf_hub_url(repo, "config.json", revision="nope", endpoint=ep))) == (404, "RevisionNotFound")
+        assert code(c.head(hf_hub_url(repo, "config.json", revision="nope", endpoint=ep))) == (
+            404,
+            "RevisionNotFound",
+        )
         assert code(c.get(f"{ep}/api/models/{repo}/revision/nope")) == (404, "RevisionNotFound")
-        assert code(c.head(hf_hub_url(repo + "x", "config.json", endpoint=ep))) == (401, "RepoNotFound")
+        assert code(c.head(hf_hub_url(repo + "x", "config.json", endpoint=ep))) == (
+            401,
+            "RepoNotFound",
+        )
         with pytest.raises(EntryNotFoundError):
             get_hf_file_metadata(hf_hub_url(repo, "missing.txt", endpoint=ep))
 
@@ -189,7 +211,12 @@ def test_front_error_codes(olah: OlahServer, hf_front: HfFront) -> None:
 
         hf_front.gate(repo, api=False, allowed_tokens=["granted"])
         assert api.model_info(repo).gated == "manual"
-        assert c.head(hf_hub_url(repo, "w.bin", endpoint=ep), headers={"Authorization": "Bearer granted"}).status_code == 200
+        assert (
+            c.head(
+                hf_hub_url(repo, "w.bin", endpoint=ep), headers={"Authorization": "Bearer granted"}
+            ).status_code
+            == 200
+        )
         hf_front.clear_rules()
 
         hf_front.repo_not_found(repo)
@@ -215,11 +242,18 @@ def test_front_error_codes(olah: OlahServer, hf_front: HfFront) -> None:
 
         hf_front.require_token("sekrit", repo)
         assert code(c.head(hf_hub_url(repo, "w.bin", endpoint=ep))) == (401, "RepoNotFound")
-        r = c.head(hf_hub_url(repo, "w.bin", endpoint=ep), headers={"Authorization": "Bearer wrong"})
-        assert r.status_code == 401 and r.headers["x-error-message"] == "Invalid credentials in Authorization header"
+        r = c.head(
+            hf_hub_url(repo, "w.bin", endpoint=ep), headers={"Authorization": "Bearer wrong"}
+        )
+        assert (
+            r.status_code == 401
+            and r.headers["x-error-message"] == "Invalid credentials in Authorization header"
+        )
         with pytest.raises(HfHubHTTPError):
             HfApi(endpoint=ep, token="wrong").model_info(repo)
-        ok = c.get(hf_hub_url(repo, "w.bin", endpoint=ep), headers={"Authorization": "Bearer sekrit"})
+        ok = c.get(
+            hf_hub_url(repo, "w.bin", endpoint=ep), headers={"Authorization": "Bearer sekrit"}
+        )
         assert ok.status_code == 200
     hf_front.wait_idle()
     log = hf_front.log
@@ -261,24 +295,28 @@ def test_front_throttle_stall_and_disconnect(olah: OlahServer, hf_front: HfFront
     assert r.content == files["model.safetensors"][:200000]
     assert 0.55 <= took < 3, took  # 0.2 s of throttled bytes + 0.4 s stall
     # client leaves early: recorded as a disconnect, not all bytes sent
-    with httpx.Client() as c:
-        with c.stream("GET", url, headers={"Authorization": "Bearer abc"}) as s:
-            for _ in s.iter_bytes(16384):
-                break
+    with httpx.Client() as c, c.stream("GET", url, headers={"Authorization": "Bearer abc"}) as s:
+        for _ in s.iter_bytes(16384):
+            break
     assert hf_front.wait_idle(5)
     rec = hf_front.requests(method="GET")[-1]
     assert rec.client_disconnected and rec.auth_present
     assert 0 < rec.bytes_sent < len(files["model.safetensors"])
 
 
-def test_front_lfs_redirect_goes_to_other_origin_without_auth(olah: OlahServer, hf_front: HfFront) -> None:
+def test_front_lfs_redirect_goes_to_other_origin_without_auth(
+    olah: OlahServer, hf_front: HfFront
+) -> None:
     repo = _repo()
     files = _files()
     sha = olah.make_repo(repo, files)
     hf_front.redirect_lfs()
     url = hf_hub_url(repo, "model.safetensors", endpoint=hf_front.endpoint)
     m = get_hf_file_metadata(url)
-    assert m.location.startswith(hf_front.cdn_endpoint) and m.etag == olah.files(repo)["model.safetensors"].sha256
+    assert (
+        m.location.startswith(hf_front.cdn_endpoint)
+        and m.etag == olah.files(repo)["model.safetensors"].sha256
+    )
     with httpx.Client(follow_redirects=True) as c:
         r = c.get(url, headers={"Authorization": "Bearer tok"})
         assert r.content == files["model.safetensors"]
@@ -287,16 +325,23 @@ def test_front_lfs_redirect_goes_to_other_origin_without_auth(olah: OlahServer, 
         assert small.history == [] and small.content == files["config.json"]
     hf_front.wait_idle()
     cdn = hf_front.requests(server="cdn", method="GET")
-    assert len(cdn) == 1 and not cdn[0].auth_present and cdn[0].bytes_sent == len(files["model.safetensors"])
+    assert (
+        len(cdn) == 1
+        and not cdn[0].auth_present
+        and cdn[0].bytes_sent == len(files["model.safetensors"])
+    )
 
 
 # ------------------------------------------------------ ollama emulator ---
 
+
 def _pull(emu: OllamaEmulator, body: dict, timeout: float = 20):
-    with httpx.Client(timeout=timeout) as c:
-        with c.stream("POST", emu.base_url + "/api/pull", json=body) as r:
-            lines = [json.loads(x) for x in r.iter_lines() if x.strip()]
-            return r, lines
+    with (
+        httpx.Client(timeout=timeout) as c,
+        c.stream("POST", emu.base_url + "/api/pull", json=body) as r,
+    ):
+        lines = [json.loads(x) for x in r.iter_lines() if x.strip()]
+        return r, lines
 
 
 def test_emulator_stream_sequence(ollama_emulator: OllamaEmulator) -> None:
@@ -308,7 +353,11 @@ def test_emulator_stream_sequence(ollama_emulator: OllamaEmulator) -> None:
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
     assert 0.25 < took < 3, took
     assert lines[0] == {"status": "pulling manifest"}
-    assert [x["status"] for x in lines[-3:]] == ["verifying sha256 digest", "writing manifest", "success"]
+    assert [x["status"] for x in lines[-3:]] == [
+        "verifying sha256 digest",
+        "writing manifest",
+        "success",
+    ]
     body = lines[1:-3]
     order = []
     for x in body:
@@ -318,7 +367,9 @@ def test_emulator_stream_sequence(ollama_emulator: OllamaEmulator) -> None:
     assert order == [la.digest for la in m.layers]  # sequential, each once
     for la in m.layers:
         mine = [x for x in body if x["digest"] == la.digest]
-        assert all(x["status"] == "pulling " + la.digest[7:19] and x["total"] == la.size for x in mine)
+        assert all(
+            x["status"] == "pulling " + la.digest[7:19] and x["total"] == la.size for x in mine
+        )
         done = [x["completed"] for x in mine]
         assert done == sorted(done) and done[0] == 0 and done[-1] == la.size
     assert len([x for x in body if x["digest"] == m.layers[0].digest]) >= 5  # paced, many lines
@@ -338,12 +389,19 @@ def test_emulator_errors_and_modes(ollama_emulator: OllamaEmulator) -> None:
         assert r.status_code == 400 and r.json() == {"error": "invalid model name"}
         r, lines = _pull(emu, {"model": "nosuch"})
         assert r.status_code == 200
-        assert lines == [{"status": "pulling manifest"}, {"error": "pull model manifest: file does not exist"}]
+        assert lines == [
+            {"status": "pulling manifest"},
+            {"error": "pull model manifest: file does not exist"},
+        ]
         r = c.post(emu.base_url + "/api/pull", json={"model": "nosuch", "stream": False})
-        assert r.status_code == 500 and r.json()["error"] == "pull model manifest: file does not exist"
+        assert (
+            r.status_code == 500 and r.json()["error"] == "pull model manifest: file does not exist"
+        )
         emu.set_unknown_model_mode("http500")
         r = c.post(emu.base_url + "/api/pull", json={"model": "nosuch"})
-        assert r.status_code == 500 and r.json() == {"error": "pull model manifest: file does not exist"}
+        assert r.status_code == 500 and r.json() == {
+            "error": "pull model manifest: file does not exist"
+        }
         emu.add_model("tiny", layers=[1000])
         r = c.post(emu.base_url + "/api/pull", json={"name": "tiny", "stream": False})
         assert r.status_code == 200 and r.json() == {"status": "success"}
@@ -362,13 +420,13 @@ def test_emulator_disconnect_stops_and_resume(ollama_emulator: OllamaEmulator) -
     emu = ollama_emulator
     m = emu.add_model("big:7b", layers=[50_000_000, 500], bytes_per_sec=20_000_000)
     big = m.layers[0]
-    with httpx.Client() as c:
-        with c.stream("POST", emu.base_url + "/api/pull", json={"model": "big:7b"}) as r:
-            n = 0
-            for _ in r.iter_lines():
-                n += 1
-                if n == 6:
-                    break
+    with (
+        httpx.Client() as c,
+        c.stream("POST", emu.base_url + "/api/pull", json={"model": "big:7b"}) as r,
+    ):
+        for n, _ in enumerate(r.iter_lines(), 1):
+            if n == 6:
+                break
     p = emu.wait_disconnect(5)
     k = p.completed_at_disconnect[big.digest]
     assert 0 < k < big.size
@@ -396,7 +454,11 @@ def test_emulator_faults(ollama_emulator: OllamaEmulator) -> None:
         _pull(emu, {"model": "m"})
     emu.wait_idle()
     cut = emu.pulls[-1]
-    assert cut.outcome == "cut" and "error" not in cut.lines[-1] and cut.lines[-1].get("status") != "success"
+    assert (
+        cut.outcome == "cut"
+        and "error" not in cut.lines[-1]
+        and cut.lines[-1].get("status") != "success"
+    )
     assert cut.lines[1]["completed"] == 5_000_000  # resumed where the error left it
     emu.stall("m", 0.5, after_bytes=12_000_000)
     t = time.monotonic()

@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from typing import Any, Callable, Coroutine, List, Optional, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -54,13 +55,13 @@ class BackgroundAiohttpServer:
 
     def __init__(self, n_sites: int = 1) -> None:
         self._n_sites = n_sites
-        self.loop: Optional[asyncio.AbstractEventLoop] = None
-        self._thread: Optional[threading.Thread] = None
-        self._runner: Optional[web.AppRunner] = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
         self._ready = threading.Event()
         self._stopped = threading.Event()
-        self._start_error: Optional[BaseException] = None
-        self.ports: List[int] = []
+        self._start_error: BaseException | None = None
+        self.ports: list[int] = []
 
     # -- to override -----------------------------------------------------
     def build_app(self) -> web.Application:  # pragma: no cover - abstract
@@ -70,7 +71,7 @@ class BackgroundAiohttpServer:
         """Hook run on the server loop before the runner is cleaned up."""
 
     # -- lifecycle ---------------------------------------------------------
-    def start(self, timeout: float = 10.0) -> "BackgroundAiohttpServer":
+    def start(self, timeout: float = 10.0) -> BackgroundAiohttpServer:
         if self._thread is not None:
             raise RuntimeError("server already started")
         self._thread = threading.Thread(
@@ -124,7 +125,7 @@ class BackgroundAiohttpServer:
         for _ in range(self._n_sites):
             site = web.TCPSite(self._runner, LOOPBACK, 0)
             await site.start()
-            server = site._server  # noqa: SLF001 - only way to learn the bound port
+            server = site._server
             assert server is not None
             self.ports.append(server.sockets[0].getsockname()[1])
 
@@ -146,26 +147,24 @@ class BackgroundAiohttpServer:
     def __enter__(self):
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # -- helpers -----------------------------------------------------------
-    def run(self, coro: Coroutine[Any, Any, T], timeout: Optional[float] = 30.0) -> T:
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = 30.0) -> T:
         """Run ``coro`` on the server loop from any other thread and wait."""
         assert self.loop is not None
         fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
         return fut.result(timeout)
 
-    def call(self, fn: Callable[[], T], timeout: Optional[float] = 30.0) -> T:
+    def call(self, fn: Callable[[], T], timeout: float | None = 30.0) -> T:
         async def _c() -> T:
             return fn()
 
         return self.run(_c(), timeout)
 
 
-async def sleep_watching(
-    seconds: float, is_gone: Callable[[], bool], step: float = 0.02
-) -> bool:
+async def sleep_watching(seconds: float, is_gone: Callable[[], bool], step: float = 0.02) -> bool:
     """Sleep up to ``seconds``; return True early if ``is_gone()`` turns true."""
     loop = asyncio.get_running_loop()
     end = loop.time() + seconds
@@ -184,8 +183,8 @@ def transport_gone(request: web.Request) -> bool:
 
 
 __all__ = [
-    "BackgroundAiohttpServer",
     "LOOPBACK",
+    "BackgroundAiohttpServer",
     "free_port",
     "sleep_watching",
     "transport_gone",

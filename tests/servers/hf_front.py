@@ -37,8 +37,9 @@ import json
 import re
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any
 from urllib.parse import parse_qs, quote, unquote
 
 import aiohttp
@@ -47,9 +48,20 @@ from aiohttp import web
 from . import LOOPBACK, BackgroundAiohttpServer, sleep_watching, transport_gone
 
 HOP_BY_HOP = {
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "trailers", "transfer-encoding", "upgrade", "content-length", "content-encoding", "host",
-    "date", "server",
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "content-encoding",
+    "host",
+    "date",
+    "server",
 }
 _SHA40 = re.compile(r"^[0-9a-f]{40}$")
 CHUNK = 64 * 1024
@@ -64,21 +76,21 @@ class RequestRecord:
     method: str
     path: str  # URL path as the client sent it (percent-decoded)
     query: str
-    range: Optional[str]  # the Range header, verbatim
+    range: str | None  # the Range header, verbatim
     auth_present: bool  # an Authorization header was sent (its value is never kept)
-    repo_id: Optional[str] = None
-    revision: Optional[str] = None
-    file_path: Optional[str] = None  # for resolve / cdn requests
-    status: Optional[int] = None
-    error_code: Optional[str] = None  # X-Error-Code we answered with
+    repo_id: str | None = None
+    revision: str | None = None
+    file_path: str | None = None  # for resolve / cdn requests
+    status: int | None = None
+    error_code: str | None = None  # X-Error-Code we answered with
     bytes_sent: int = 0  # body bytes handed to the client connection
-    content_length: Optional[int] = None  # body length we announced
+    content_length: int | None = None  # body length we announced
     client_disconnected: bool = False  # the client went away before the body was complete
     cut: bool = False  # we cut the connection on purpose (cut_after rule)
     stalled: float = 0.0  # seconds we stalled on purpose
-    rule: Optional[str] = None  # which rule shaped/answered this request
+    rule: str | None = None  # which rule shaped/answered this request
     started: float = 0.0  # time.monotonic()
-    finished: Optional[float] = None
+    finished: float | None = None
 
     @property
     def done(self) -> bool:
@@ -89,18 +101,17 @@ class RequestRecord:
 class _Rule:
     id: int
     kind: str
-    repo_id: Optional[str] = None
-    path: Optional[str] = None  # fnmatch pattern on the file path in the repo
-    times: Optional[int] = None  # None = always
-    params: Dict[str, Any] = field(default_factory=dict)
+    repo_id: str | None = None
+    path: str | None = None  # fnmatch pattern on the file path in the repo
+    times: int | None = None  # None = always
+    params: dict[str, Any] = field(default_factory=dict)
 
-    def matches(self, repo_id: Optional[str], file_path: Optional[str]) -> bool:
+    def matches(self, repo_id: str | None, file_path: str | None) -> bool:
         if self.repo_id is not None and self.repo_id != repo_id:
             return False
-        if self.path is not None:
-            if file_path is None or not fnmatch.fnmatchcase(file_path, self.path):
-                return False
-        return True
+        return self.path is None or (
+            file_path is not None and fnmatch.fnmatchcase(file_path, self.path)
+        )
 
 
 @dataclass
@@ -110,7 +121,7 @@ class _FileMeta:
     path: str
     size: int
     blob_id: str
-    lfs_sha256: Optional[str]
+    lfs_sha256: str | None
 
     @property
     def etag(self) -> str:
@@ -118,15 +129,21 @@ class _FileMeta:
 
 
 class _HubError(Exception):
-    def __init__(self, response: web.StreamResponse, code: Optional[str], rule: Optional[str] = None):
+    def __init__(self, response: web.StreamResponse, code: str | None, rule: str | None = None):
         super().__init__(code)
         self.response = response
         self.code = code
         self.rule = rule
 
 
-def hub_error(status: int, code: Optional[str], message: str, *, head: bool = False,
-              extra_headers: Optional[Dict[str, str]] = None) -> web.Response:
+def hub_error(
+    status: int,
+    code: str | None,
+    message: str,
+    *,
+    head: bool = False,
+    extra_headers: dict[str, str] | None = None,
+) -> web.Response:
     headers = {"X-Error-Message": message}
     if code:
         headers["X-Error-Code"] = code
@@ -148,15 +165,15 @@ class HfFront(BackgroundAiohttpServer):
         super().__init__(n_sites=2)
         self.upstream = upstream.rstrip("/")
         self._lock = threading.RLock()
-        self._rules: List[_Rule] = []
+        self._rules: list[_Rule] = []
         self._rule_ids = itertools.count(1)
         self._req_ids = itertools.count(1)
-        self._log: List[RequestRecord] = []
-        self._bytes_by_path: Dict[str, int] = {}
+        self._log: list[RequestRecord] = []
+        self._bytes_by_path: dict[str, int] = {}
         self._hub_compat = hub_compat
         self._redirect_lfs = False
-        self._tree_cache: Dict[Tuple[str, str], Dict[str, dict]] = {}
-        self._session: Optional[aiohttp.ClientSession] = None
+        self._tree_cache: dict[tuple[str, str], dict[str, dict]] = {}
+        self._session: aiohttp.ClientSession | None = None
         self._idle = threading.Condition(self._lock)
         self._inflight = 0
 
@@ -184,8 +201,14 @@ class HfFront(BackgroundAiohttpServer):
             await self._session.close()
 
     # ------------------------------------------------------------- rule API
-    def _add(self, kind: str, repo_id: Optional[str] = None, path: Optional[str] = None,
-             times: Optional[int] = None, **params: Any) -> int:
+    def _add(
+        self,
+        kind: str,
+        repo_id: str | None = None,
+        path: str | None = None,
+        times: int | None = None,
+        **params: Any,
+    ) -> int:
         if times is not None and times < 1:
             raise ValueError("times must be >= 1 or None (always)")
         with self._lock:
@@ -212,13 +235,19 @@ class HfFront(BackgroundAiohttpServer):
         with self._lock:
             self._redirect_lfs = on
 
-    def require_token(self, token: str, repo_id: Optional[str] = None) -> int:
+    def require_token(self, token: str, repo_id: str | None = None) -> int:
         """Private repo(s): no Authorization -> 401 RepoNotFound; another bearer
         token -> 401 "Invalid credentials in Authorization header"."""
         return self._add("token", repo_id, token=token)
 
-    def gate(self, repo_id: str, *, status: Optional[int] = None, api: bool = True,
-             allowed_tokens: Iterable[str] = ()) -> int:
+    def gate(
+        self,
+        repo_id: str,
+        *,
+        status: int | None = None,
+        api: bool = True,
+        allowed_tokens: Iterable[str] = (),
+    ) -> int:
         """Gated repo: 401 (anonymous) / 403 (with a token) + ``X-Error-Code: GatedRepo``.
 
         ``status`` forces 401 or 403. ``api=False``: ``/api/models/...`` stays
@@ -239,9 +268,17 @@ class HfFront(BackgroundAiohttpServer):
         """404 ``EntryNotFound`` for files matching ``path`` (fnmatch pattern)."""
         return self._add("entry_not_found", repo_id, path)
 
-    def server_error(self, status: int = 500, *, repo_id: Optional[str] = None, path: Optional[str] = None,
-                     retry_after: Optional[float] = None, times: Optional[int] = None,
-                     on: str = "both", methods: Optional[Iterable[str]] = None) -> int:
+    def server_error(
+        self,
+        status: int = 500,
+        *,
+        repo_id: str | None = None,
+        path: str | None = None,
+        retry_after: float | None = None,
+        times: int | None = None,
+        on: str = "both",
+        methods: Iterable[str] | None = None,
+    ) -> int:
         """Answer ``status`` (500, 502, 503, 504, 429...) ``times`` times (None = always).
 
         ``on``: "api", "files" (resolve + CDN) or "both"; ``path`` limits it to
@@ -249,34 +286,65 @@ class HfFront(BackgroundAiohttpServer):
         """
         if on not in ("api", "files", "both"):
             raise ValueError("on must be 'api', 'files' or 'both'")
-        return self._add("error", repo_id, path, times, status=status, retry_after=retry_after, on=on,
-                         methods={m.upper() for m in methods} if methods else None)
+        return self._add(
+            "error",
+            repo_id,
+            path,
+            times,
+            status=status,
+            retry_after=retry_after,
+            on=on,
+            methods={m.upper() for m in methods} if methods else None,
+        )
 
-    def throttle(self, bytes_per_sec: float, *, repo_id: Optional[str] = None, path: Optional[str] = None) -> int:
+    def throttle(
+        self, bytes_per_sec: float, *, repo_id: str | None = None, path: str | None = None
+    ) -> int:
         """Send file bodies at most ``bytes_per_sec`` (per response)."""
         if bytes_per_sec <= 0:
             raise ValueError("bytes_per_sec must be > 0")
         return self._add("throttle", repo_id, path, None, rate=float(bytes_per_sec))
 
-    def cut_after(self, nbytes: int, *, repo_id: Optional[str] = None, path: Optional[str] = None,
-                  times: Optional[int] = 1) -> int:
+    def cut_after(
+        self,
+        nbytes: int,
+        *,
+        repo_id: str | None = None,
+        path: str | None = None,
+        times: int | None = 1,
+    ) -> int:
         """Close the connection after ``nbytes`` bytes of a file response body
         (counted from the start of that response), ``times`` times (None = always)."""
         return self._add("cut", repo_id, path, times, after=int(nbytes))
 
-    def stall(self, seconds: float, *, after_bytes: int = 0, repo_id: Optional[str] = None,
-              path: Optional[str] = None, times: Optional[int] = 1) -> int:
+    def stall(
+        self,
+        seconds: float,
+        *,
+        after_bytes: int = 0,
+        repo_id: str | None = None,
+        path: str | None = None,
+        times: int | None = 1,
+    ) -> int:
         """Send nothing for ``seconds`` once ``after_bytes`` bytes of a file body are out."""
-        return self._add("stall", repo_id, path, times, after=int(after_bytes), seconds=float(seconds))
+        return self._add(
+            "stall", repo_id, path, times, after=int(after_bytes), seconds=float(seconds)
+        )
 
     # ------------------------------------------------------------- log API
     @property
-    def log(self) -> List[RequestRecord]:
+    def log(self) -> list[RequestRecord]:
         with self._lock:
             return [replace(r) for r in self._log]
 
-    def requests(self, *, method: Optional[str] = None, path_contains: Optional[str] = None,
-                 server: Optional[str] = None, file_path: Optional[str] = None) -> List[RequestRecord]:
+    def requests(
+        self,
+        *,
+        method: str | None = None,
+        path_contains: str | None = None,
+        server: str | None = None,
+        file_path: str | None = None,
+    ) -> list[RequestRecord]:
         out = []
         for r in self.log:
             if method and r.method != method.upper():
@@ -296,12 +364,12 @@ class HfFront(BackgroundAiohttpServer):
             self._bytes_by_path.clear()
 
     @property
-    def bytes_sent_by_path(self) -> Dict[str, int]:
+    def bytes_sent_by_path(self) -> dict[str, int]:
         """Body bytes sent per URL path (front and CDN paths alike)."""
         with self._lock:
             return dict(self._bytes_by_path)
 
-    def bytes_sent(self, path: Optional[str] = None) -> int:
+    def bytes_sent(self, path: str | None = None) -> int:
         """Body bytes sent for URL path ``path`` (exact), or in total."""
         with self._lock:
             if path is None:
@@ -311,8 +379,11 @@ class HfFront(BackgroundAiohttpServer):
     def file_bytes_sent(self, repo_id: str, file_path: str) -> int:
         """Body bytes of ``file_path`` in ``repo_id`` sent by resolve GETs and the CDN, all revisions."""
         with self._lock:
-            return sum(r.bytes_sent for r in self._log
-                       if r.repo_id == repo_id and r.file_path == file_path and r.method == "GET")
+            return sum(
+                r.bytes_sent
+                for r in self._log
+                if r.repo_id == repo_id and r.file_path == file_path and r.method == "GET"
+            )
 
     def wait_idle(self, timeout: float = 5.0) -> bool:
         """Wait until no request is in flight (so the log is final)."""
@@ -352,9 +423,14 @@ class HfFront(BackgroundAiohttpServer):
         server = "cdn" if sockname and sockname[1] == self.ports[1] else "front"
         raw = request.raw_path.split("?", 1)[0]
         rec = RequestRecord(
-            id=next(self._req_ids), server=server, method=request.method, path=unquote(raw),
-            query=request.query_string, range=request.headers.get("Range"),
-            auth_present="Authorization" in request.headers, started=time.monotonic(),
+            id=next(self._req_ids),
+            server=server,
+            method=request.method,
+            path=unquote(raw),
+            query=request.query_string,
+            range=request.headers.get("Range"),
+            auth_present="Authorization" in request.headers,
+            started=time.monotonic(),
         )
         with self._lock:
             self._log.append(rec)
@@ -379,13 +455,14 @@ class HfFront(BackgroundAiohttpServer):
 
     # ---- request parsing
     @staticmethod
-    def _segments(request: web.Request) -> List[str]:
+    def _segments(request: web.Request) -> list[str]:
         raw = request.raw_path.split("?", 1)[0]
         return [unquote(s) for s in raw.split("/")[1:]]
 
     # ---- rules for a request
-    def _check_access(self, request: web.Request, rec: RequestRecord, *, is_api: bool,
-                      rules: List[_Rule]) -> Optional[web.Response]:
+    def _check_access(
+        self, request: web.Request, rec: RequestRecord, *, is_api: bool, rules: list[_Rule]
+    ) -> web.Response | None:
         head = request.method == "HEAD"
         repo_id, file_path, revision = rec.repo_id, rec.file_path, rec.revision
         auth = request.headers.get("Authorization")
@@ -407,8 +484,13 @@ class HfFront(BackgroundAiohttpServer):
                 ra = r.params["retry_after"]
                 extra["Retry-After"] = str(int(ra)) if float(ra).is_integer() else str(ra)
             rec.rule = f"error:{r.id}"
-            text = {500: "Internal Error", 502: "Bad Gateway", 503: "Service Unavailable",
-                    504: "Gateway Timeout", 429: "Too Many Requests"}.get(st, "Error")
+            text = {
+                500: "Internal Error",
+                502: "Bad Gateway",
+                503: "Service Unavailable",
+                504: "Gateway Timeout",
+                429: "Too Many Requests",
+            }.get(st, "Error")
             return web.Response(status=st, text=None if head else text, headers=extra)
         if repo_id is None:
             return None
@@ -419,11 +501,15 @@ class HfFront(BackgroundAiohttpServer):
                     return hub_error(401, "RepoNotFound", "Repository not found", head=head)
                 if bearer != r.params["token"]:
                     rec.rule = f"token:{r.id}"
-                    return hub_error(401, None, "Invalid credentials in Authorization header", head=head)
+                    return hub_error(
+                        401, None, "Invalid credentials in Authorization header", head=head
+                    )
         for r in rules:
             if r.kind == "not_found" and r.matches(repo_id, None):
                 rec.rule = f"not_found:{r.id}"
-                return hub_error(404 if auth else 401, "RepoNotFound", "Repository not found", head=head)
+                return hub_error(
+                    404 if auth else 401, "RepoNotFound", "Repository not found", head=head
+                )
         for r in rules:
             if r.kind == "gated" and r.matches(repo_id, None):
                 if is_api and not r.params["api"]:
@@ -433,14 +519,22 @@ class HfFront(BackgroundAiohttpServer):
                 st = r.params["status"] or (403 if auth else 401)
                 rec.rule = f"gated:{r.id}"
                 if st == 401:
-                    msg = (f"Access to model {repo_id} is restricted. You must have access to it and be "
-                           "authenticated to access it. Please log in.")
+                    msg = (
+                        f"Access to model {repo_id} is restricted. You must have access to it and be "
+                        "authenticated to access it. Please log in."
+                    )
                 else:
-                    msg = (f"Access to model {repo_id} is restricted and you are not in the authorized list. "
-                           f"Visit https://huggingface.co/{repo_id} to ask for access.")
+                    msg = (
+                        f"Access to model {repo_id} is restricted and you are not in the authorized list. "
+                        f"Visit https://huggingface.co/{repo_id} to ask for access."
+                    )
                 return hub_error(st, "GatedRepo", msg, head=head)
         for r in rules:
-            if r.kind == "revision_not_found" and r.matches(repo_id, None) and revision == r.params["revision"]:
+            if (
+                r.kind == "revision_not_found"
+                and r.matches(repo_id, None)
+                and revision == r.params["revision"]
+            ):
                 rec.rule = f"revision_not_found:{r.id}"
                 return hub_error(404, "RevisionNotFound", f"Invalid rev id: {revision}", head=head)
         if file_path is not None:
@@ -451,7 +545,7 @@ class HfFront(BackgroundAiohttpServer):
         return None
 
     # ---- upstream helpers
-    def _fwd_headers(self, request: web.Request, keep_range: bool = True) -> Dict[str, str]:
+    def _fwd_headers(self, request: web.Request, keep_range: bool = True) -> dict[str, str]:
         h = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         if not keep_range:
             h.pop("Range", None)
@@ -460,12 +554,14 @@ class HfFront(BackgroundAiohttpServer):
 
     def _fix_location(self, value: str) -> str:
         if value.startswith(self.upstream):
-            return self.endpoint + value[len(self.upstream):]
+            return self.endpoint + value[len(self.upstream) :]
         return value
 
-    async def _get_json(self, path: str, headers: Dict[str, str]) -> Tuple[int, Any]:
+    async def _get_json(self, path: str, headers: dict[str, str]) -> tuple[int, Any]:
         assert self._session is not None
-        async with self._session.get(self.upstream + path, headers=headers, allow_redirects=False) as r:
+        async with self._session.get(
+            self.upstream + path, headers=headers, allow_redirects=False
+        ) as r:
             body = await r.read()
             try:
                 return r.status, json.loads(body) if body else None
@@ -475,25 +571,34 @@ class HfFront(BackgroundAiohttpServer):
     async def _resolve_commit(self, repo_id: str, revision: str, head: bool) -> str:
         """Commit sha of ``revision``, or raise _HubError like the Hub."""
         hdr = {"Accept-Encoding": "identity"}
-        st, data = await self._get_json(f"/api/models/{repo_id}/revision/{quote(revision, safe='')}", hdr)
+        st, data = await self._get_json(
+            f"/api/models/{repo_id}/revision/{quote(revision, safe='')}", hdr
+        )
         if st == 200 and isinstance(data, dict) and data.get("sha"):
             return data["sha"]
         st2, _ = await self._get_json(f"/api/models/{repo_id}/refs", hdr)
         if st2 == 200:
-            raise _HubError(hub_error(404, "RevisionNotFound", f"Invalid rev id: {revision}", head=head),
-                            "RevisionNotFound")
-        raise _HubError(hub_error(401, "RepoNotFound", "Repository not found", head=head), "RepoNotFound")
+            raise _HubError(
+                hub_error(404, "RevisionNotFound", f"Invalid rev id: {revision}", head=head),
+                "RevisionNotFound",
+            )
+        raise _HubError(
+            hub_error(401, "RepoNotFound", "Repository not found", head=head), "RepoNotFound"
+        )
 
-    async def _tree(self, repo_id: str, commit: str) -> Dict[str, dict]:
+    async def _tree(self, repo_id: str, commit: str) -> dict[str, dict]:
         key = (repo_id, commit)
         with self._lock:
             cached = self._tree_cache.get(key)
         if cached is not None:
             return cached
-        st, data = await self._get_json(f"/api/models/{repo_id}/tree/{commit}/?recursive=true",
-                                        {"Accept-Encoding": "identity"})
+        st, data = await self._get_json(
+            f"/api/models/{repo_id}/tree/{commit}/?recursive=true", {"Accept-Encoding": "identity"}
+        )
         if st != 200 or not isinstance(data, list):
-            raise _HubError(web.Response(status=502, text=f"olah tree listing failed with {st}"), None)
+            raise _HubError(
+                web.Response(status=502, text=f"olah tree listing failed with {st}"), None
+            )
         tree = {e["path"]: e for e in data if isinstance(e, dict) and "path" in e}
         with self._lock:
             self._tree_cache[key] = tree
@@ -511,9 +616,13 @@ class HfFront(BackgroundAiohttpServer):
             raise
         e = tree.get(path)
         if e is None or e.get("type") != "file":
-            raise _HubError(hub_error(404, "EntryNotFound", "Entry not found", head=head), "EntryNotFound")
+            raise _HubError(
+                hub_error(404, "EntryNotFound", "Entry not found", head=head), "EntryNotFound"
+            )
         lfs = e.get("lfs") or None
-        return _FileMeta(repo_id, commit, path, int(e["size"]), e["oid"], lfs["oid"] if lfs else None)
+        return _FileMeta(
+            repo_id, commit, path, int(e["size"]), e["oid"], lfs["oid"] if lfs else None
+        )
 
     # ---- front: everything the Hub answers
     async def _front(self, request: web.Request, rec: RequestRecord) -> web.StreamResponse:
@@ -553,8 +662,14 @@ class HfFront(BackgroundAiohttpServer):
             return err
         return await self._proxy_small(request, rec, request.raw_path)
 
-    async def _api(self, request: web.Request, rec: RequestRecord, rest: List[str], compat: bool,
-                   rules: List[_Rule]) -> web.StreamResponse:
+    async def _api(
+        self,
+        request: web.Request,
+        rec: RequestRecord,
+        rest: list[str],
+        compat: bool,
+        rules: list[_Rule],
+    ) -> web.StreamResponse:
         head = request.method == "HEAD"
         repo_id = rec.repo_id
         assert repo_id is not None
@@ -586,12 +701,16 @@ class HfFront(BackgroundAiohttpServer):
                             if e:
                                 s = dict(s, blobId=e["oid"], size=e["size"])
                                 if e.get("lfs"):
-                                    s["lfs"] = {"sha256": e["lfs"]["oid"], "size": e["lfs"]["size"],
-                                                "pointerSize": e["lfs"]["pointerSize"]}
+                                    s["lfs"] = {
+                                        "sha256": e["lfs"]["oid"],
+                                        "size": e["lfs"]["size"],
+                                        "pointerSize": e["lfs"]["pointerSize"],
+                                    }
                             sibs.append(s)
                         data["siblings"] = sibs
-                        data["usedStorage"] = sum(int(e.get("size", 0)) for e in tree.values()
-                                                  if e.get("type") == "file")
+                        data["usedStorage"] = sum(
+                            int(e.get("size", 0)) for e in tree.values() if e.get("type") == "file"
+                        )
                     for r in rules:
                         if r.kind == "gated" and r.matches(repo_id, None):
                             data["gated"] = "manual"
@@ -609,32 +728,49 @@ class HfFront(BackgroundAiohttpServer):
                     rec.error_code = e.code
                     return e.response
                 if rest[2:]:
-                    return hub_error(404, "EntryNotFound", f"{'/'.join(rest[2:])} does not exist on \"{revision}\"",
-                                     head=head)
+                    return hub_error(
+                        404,
+                        "EntryNotFound",
+                        f'{"/".join(rest[2:])} does not exist on "{revision}"',
+                        head=head,
+                    )
             return self._small_response(status, headers, body, head)
         return await self._proxy_small(request, rec, request.raw_path)
 
-    def _small_response(self, status: int, headers: Dict[str, str], body: bytes, head: bool) -> web.Response:
+    def _small_response(
+        self, status: int, headers: dict[str, str], body: bytes, head: bool
+    ) -> web.Response:
         h = {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
         if "Location" in h:
             h["Location"] = self._fix_location(h["Location"])
         return web.Response(status=status, body=None if head else body, headers=h)
 
-    async def _upstream_small(self, request: web.Request, path_qs: str) -> Tuple[int, Dict[str, str], bytes]:
+    async def _upstream_small(
+        self, request: web.Request, path_qs: str
+    ) -> tuple[int, dict[str, str], bytes]:
         assert self._session is not None
         data = await request.read() if request.body_exists else None
-        async with self._session.request(request.method, self.upstream + path_qs, data=data,
-                                         headers=self._fwd_headers(request), allow_redirects=False) as r:
+        async with self._session.request(
+            request.method,
+            self.upstream + path_qs,
+            data=data,
+            headers=self._fwd_headers(request),
+            allow_redirects=False,
+        ) as r:
             body = await r.read()
             return r.status, dict(r.headers), body
 
-    async def _proxy_small(self, request: web.Request, rec: RequestRecord, path_qs: str) -> web.Response:
+    async def _proxy_small(
+        self, request: web.Request, rec: RequestRecord, path_qs: str
+    ) -> web.Response:
         status, headers, body = await self._upstream_small(request, path_qs)
         return self._small_response(status, headers, body, request.method == "HEAD")
 
     def _redirect(self, request: web.Request, rec: RequestRecord, meta: _FileMeta) -> web.Response:
-        loc = (f"{self.cdn_endpoint}/cdn/{meta.repo_id}/{meta.commit}/{quote(meta.path)}"
-               f"?Expires={int(time.time()) + 3600}&Signature=modelpull-test&Key-Pair-Id=TEST")
+        loc = (
+            f"{self.cdn_endpoint}/cdn/{meta.repo_id}/{meta.commit}/{quote(meta.path)}"
+            f"?Expires={int(time.time()) + 3600}&Signature=modelpull-test&Key-Pair-Id=TEST"
+        )
         headers = {
             "Location": loc,
             "X-Repo-Commit": meta.commit,
@@ -651,17 +787,33 @@ class HfFront(BackgroundAiohttpServer):
         rules, _, _ = self._snapshot()
         seg = self._segments(request)
         head = request.method == "HEAD"
-        if len(seg) < 5 or seg[0] != "cdn" or not _SHA40.match(seg[3]) or request.method not in ("GET", "HEAD"):
+        if (
+            len(seg) < 5
+            or seg[0] != "cdn"
+            or not _SHA40.match(seg[3])
+            or request.method not in ("GET", "HEAD")
+        ):
             return web.Response(status=404, text=None if head else "Not Found")
         rec.repo_id = f"{seg[1]}/{seg[2]}"
         rec.revision = seg[3]
         rec.file_path = "/".join(seg[4:])
         for r in rules:  # only plain server errors apply to the CDN
-            if r.kind == "error" and r.params["on"] != "api" and r.matches(rec.repo_id, rec.file_path) \
-                    and (not r.params["methods"] or request.method in r.params["methods"]) and self._consume(r):
+            if (
+                r.kind == "error"
+                and r.params["on"] != "api"
+                and r.matches(rec.repo_id, rec.file_path)
+                and (not r.params["methods"] or request.method in r.params["methods"])
+                and self._consume(r)
+            ):
                 rec.rule = f"error:{r.id}"
-                extra = {"Retry-After": str(r.params["retry_after"])} if r.params["retry_after"] is not None else {}
-                return web.Response(status=r.params["status"], text=None if head else "Error", headers=extra)
+                extra = (
+                    {"Retry-After": str(r.params["retry_after"])}
+                    if r.params["retry_after"] is not None
+                    else {}
+                )
+                return web.Response(
+                    status=r.params["status"], text=None if head else "Error", headers=extra
+                )
         try:
             meta = await self._file_meta(rec.repo_id, rec.revision, rec.file_path, head)
         except _HubError:
@@ -669,8 +821,14 @@ class HfFront(BackgroundAiohttpServer):
         return await self._serve_file(request, rec, meta, rules, cdn=True)
 
     # ---- file bodies
-    async def _serve_file(self, request: web.Request, rec: RequestRecord, meta: _FileMeta,
-                          rules: List[_Rule], cdn: bool) -> web.StreamResponse:
+    async def _serve_file(
+        self,
+        request: web.Request,
+        rec: RequestRecord,
+        meta: _FileMeta,
+        rules: list[_Rule],
+        cdn: bool,
+    ) -> web.StreamResponse:
         size = meta.size
         headers = {
             "ETag": f'"{meta.etag}"',
@@ -738,16 +896,24 @@ class HfFront(BackgroundAiohttpServer):
 
             return await shaper.pump(resp, chunks())
 
-    async def _proxy_stream(self, request: web.Request, rec: RequestRecord, rules: List[_Rule]) -> web.StreamResponse:
+    async def _proxy_stream(
+        self, request: web.Request, rec: RequestRecord, rules: list[_Rule]
+    ) -> web.StreamResponse:
         """Raw pass-through of a resolve request (hub_compat off)."""
         assert self._session is not None
-        async with self._session.request(request.method, self.upstream + request.raw_path,
-                                         headers=self._fwd_headers(request), allow_redirects=False) as up:
+        async with self._session.request(
+            request.method,
+            self.upstream + request.raw_path,
+            headers=self._fwd_headers(request),
+            allow_redirects=False,
+        ) as up:
             h = {k: v for k, v in up.headers.items() if k.lower() not in HOP_BY_HOP}
             if "Location" in h:
                 h["Location"] = self._fix_location(h["Location"])
             resp = web.StreamResponse(status=up.status, headers=h)
-            if up.headers.get("Content-Length") is not None and "chunked" not in up.headers.get("Transfer-Encoding", ""):
+            if up.headers.get("Content-Length") is not None and "chunked" not in up.headers.get(
+                "Transfer-Encoding", ""
+            ):
                 resp.content_length = int(up.headers["Content-Length"])
                 rec.content_length = resp.content_length
             rec.status = up.status
@@ -762,7 +928,9 @@ class HfFront(BackgroundAiohttpServer):
 class _Shaper:
     """Writes a body to the client applying throttle / cut / stall rules."""
 
-    def __init__(self, front: HfFront, request: web.Request, rec: RequestRecord, rules: List[_Rule]) -> None:
+    def __init__(
+        self, front: HfFront, request: web.Request, rec: RequestRecord, rules: list[_Rule]
+    ) -> None:
         self.front = front
         self.request = request
         self.rec = rec
@@ -773,8 +941,10 @@ class _Shaper:
         self.sent = 0
         self.t0 = 0.0
 
-    def _next_event(self) -> Optional[int]:
-        offs = [r.params["after"] for r in self.cuts + self.stalls if r.params["after"] >= self.sent]
+    def _next_event(self) -> int | None:
+        offs = [
+            r.params["after"] for r in self.cuts + self.stalls if r.params["after"] >= self.sent
+        ]
         return min(offs) if offs else None
 
     async def _events_at(self, resp: web.StreamResponse) -> bool:
@@ -785,7 +955,9 @@ class _Shaper:
                 if self.front._consume(r):
                     self.rec.rule = f"stall:{r.id}"
                     t = time.monotonic()
-                    gone = await sleep_watching(r.params["seconds"], lambda: transport_gone(self.request))
+                    gone = await sleep_watching(
+                        r.params["seconds"], lambda: transport_gone(self.request)
+                    )
                     self.rec.stalled += time.monotonic() - t
                     self.t0 += time.monotonic() - t  # a stall does not earn throttle credit
                     if gone:
@@ -822,10 +994,12 @@ class _Shaper:
                     if self.rate is not None:
                         due = self.t0 + (self.sent + n) / self.rate
                         delay = due - loop.time()
-                        if delay > 0:
-                            if await sleep_watching(delay, lambda: transport_gone(self.request)):
-                                self.rec.client_disconnected = True
-                                return resp
+                        gone = delay > 0 and await sleep_watching(
+                            delay, lambda: transport_gone(self.request)
+                        )
+                        if gone:
+                            self.rec.client_disconnected = True
+                            return resp
                     await resp.write(piece)
                     self.sent += n
                     self.front._count(self.rec, n)
@@ -839,16 +1013,20 @@ class _Shaper:
             if not self.rec.cut:
                 self.rec.client_disconnected = True
             raise
-        if self.rec.content_length is not None and self.sent < self.rec.content_length and not self.rec.cut:
+        if (
+            self.rec.content_length is not None
+            and self.sent < self.rec.content_length
+            and not self.rec.cut
+        ):
             self.rec.client_disconnected = True
         return resp
 
 
-def _truthy(values: Optional[List[str]]) -> bool:
+def _truthy(values: list[str] | None) -> bool:
     return bool(values) and values[-1].lower() in ("1", "true", "yes")
 
 
-def parse_range(header: Optional[str], size: int):
+def parse_range(header: str | None, size: int):
     """``None`` (serve everything), ``(start, end)`` inclusive, or ``"unsatisfiable"``."""
     if not header:
         return None

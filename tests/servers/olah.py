@@ -26,9 +26,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, Mapping, Optional, Set
 
 from . import LOOPBACK, free_port
 
@@ -37,9 +37,27 @@ DEFAULT_OLAH_CLI = "/opt/olah-venv/bin/olah-cli"
 #: Patterns stored with git-lfs when ``make_repo(lfs=None)`` (the common part
 #: of the Hub's default .gitattributes), plus every file of 10 MiB or more.
 DEFAULT_LFS_PATTERNS = (
-    "*.safetensors", "*.bin", "*.gguf", "*.pt", "*.pth", "*.ckpt", "*.onnx",
-    "*.h5", "*.msgpack", "*.model", "*.tflite", "*.ot", "*.npy", "*.npz",
-    "*.pkl", "*.pickle", "*.zip", "*.tar.gz", "*.arrow", "*.parquet", "*.mlmodel",
+    "*.safetensors",
+    "*.bin",
+    "*.gguf",
+    "*.pt",
+    "*.pth",
+    "*.ckpt",
+    "*.onnx",
+    "*.h5",
+    "*.msgpack",
+    "*.model",
+    "*.tflite",
+    "*.ot",
+    "*.npy",
+    "*.npz",
+    "*.pkl",
+    "*.pickle",
+    "*.zip",
+    "*.tar.gz",
+    "*.arrow",
+    "*.parquet",
+    "*.mlmodel",
 )
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
 
@@ -73,9 +91,7 @@ def git_blob_id(data: bytes) -> str:
 
 def lfs_pointer(sha256: str, size: int) -> bytes:
     return (
-        "version https://git-lfs.github.com/spec/v1\n"
-        f"oid sha256:{sha256}\n"
-        f"size {size}\n"
+        f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n"
     ).encode()
 
 
@@ -88,7 +104,7 @@ class HubFile:
     sha256: str
     blob_id: str  # git blob id of what git stores (the pointer for LFS files)
     lfs: bool
-    pointer_size: Optional[int] = None
+    pointer_size: int | None = None
 
     @property
     def etag(self) -> str:
@@ -100,8 +116,8 @@ class HubFile:
 class RepoState:
     repo_id: str
     commit: str
-    files: Dict[str, HubFile] = field(default_factory=dict)
-    contents: Dict[str, bytes] = field(default_factory=dict, repr=False)
+    files: dict[str, HubFile] = field(default_factory=dict)
+    contents: dict[str, bytes] = field(default_factory=dict, repr=False)
 
 
 _PATH_OK = re.compile(r"^[^\0\n\r]+$")
@@ -115,18 +131,22 @@ class OlahServer:
     from any thread; olah reads the git repositories on every request.
     """
 
-    def __init__(self, workdir: Optional[os.PathLike] = None, cli: Optional[str] = None) -> None:
+    def __init__(self, workdir: os.PathLike | None = None, cli: str | None = None) -> None:
         self._own_workdir = workdir is None
-        self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="modelpull-olah-"))
+        self.workdir = (
+            Path(workdir)
+            if workdir is not None
+            else Path(tempfile.mkdtemp(prefix="modelpull-olah-"))
+        )
         self.cli = cli or find_olah_cli()
         self.port = free_port()
         self.endpoint = f"http://{LOOPBACK}:{self.port}"
         self.mirrors_path = self.workdir / "mirrors"
         self.repos_path = self.workdir / "repos"
         self.log_path = self.workdir / "olah.log"
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
         self._lock = threading.RLock()
-        self._repos: Dict[str, RepoState] = {}
+        self._repos: dict[str, RepoState] = {}
         self._log_file = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -155,14 +175,14 @@ class OlahServer:
         )
         return cfg
 
-    def start(self, timeout: float = 60.0) -> "OlahServer":
+    def start(self, timeout: float = 60.0) -> OlahServer:
         self.write_config()
         env = dict(os.environ)
         # olah must never reach out; it is offline anyway, but be explicit.
         env["HF_HUB_OFFLINE"] = "1"
         env.pop("HF_TOKEN", None)
         env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-        self._log_file = open(self.log_path, "ab")
+        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as olah
         self.proc = subprocess.Popen(
             [self.cli, "-c", "configs.toml"],
             cwd=self.workdir,
@@ -179,7 +199,9 @@ class OlahServer:
                 )
             try:
                 # Any HTTP answer means olah is up (its "/" page itself answers 500).
-                with urllib.request.urlopen(self.endpoint + "/api/models/modelpull-probe/none/refs", timeout=2):
+                with urllib.request.urlopen(
+                    self.endpoint + "/api/models/modelpull-probe/none/refs", timeout=2
+                ):
                     return self
             except urllib.error.HTTPError:
                 return self
@@ -187,7 +209,9 @@ class OlahServer:
                 pass
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"olah did not answer on {self.endpoint} within {timeout}s; log:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"olah did not answer on {self.endpoint} within {timeout}s; log:\n{self.log_tail()}"
+                )
             time.sleep(0.1)
 
     def stop(self) -> None:
@@ -214,7 +238,7 @@ class OlahServer:
         except OSError:
             return "(no log)"
 
-    def __enter__(self) -> "OlahServer":
+    def __enter__(self) -> OlahServer:  # noqa: PYI034
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -229,10 +253,10 @@ class OlahServer:
         self,
         repo_id: str,
         files: Mapping[str, bytes],
-        lfs: Optional[Iterable[str]] = None,
+        lfs: Iterable[str] | None = None,
         *,
         branch: str = "main",
-        message: Optional[str] = None,
+        message: str | None = None,
         gitattributes: bool = False,
     ) -> str:
         """Create ``repo_id`` (``org/name``) holding exactly ``files``; return the commit sha.
@@ -246,12 +270,18 @@ class OlahServer:
         """
         files = {str(k): bytes(v) for k, v in files.items()}
         for p in files:
-            if p.startswith("/") or not _PATH_OK.match(p) or any(part in ("", ".", "..") for part in p.split("/")):
+            if (
+                p.startswith("/")
+                or not _PATH_OK.match(p)
+                or any(part in ("", ".", "..") for part in p.split("/"))
+            ):
                 raise ValueError(f"bad file path {p!r}")
         if lfs is None:
-            lfs_set: Set[str] = {
-                p for p, data in files.items()
-                if len(data) >= LFS_SIZE_THRESHOLD or any(fnmatch.fnmatch(p.rsplit("/", 1)[-1], pat) for pat in DEFAULT_LFS_PATTERNS)
+            lfs_set: set[str] = {
+                p
+                for p, data in files.items()
+                if len(data) >= LFS_SIZE_THRESHOLD
+                or any(fnmatch.fnmatch(p.rsplit("/", 1)[-1], pat) for pat in DEFAULT_LFS_PATTERNS)
             }
         else:
             lfs_set = set(lfs)
@@ -260,7 +290,8 @@ class OlahServer:
                 raise ValueError(f"lfs paths not in files: {sorted(unknown)}")
         if gitattributes:
             files[".gitattributes"] = "".join(
-                f"{p.replace(' ', '[[:space:]]')} filter=lfs diff=lfs merge=lfs -text\n" for p in sorted(lfs_set)
+                f"{p.replace(' ', '[[:space:]]')} filter=lfs diff=lfs merge=lfs -text\n"
+                for p in sorted(lfs_set)
             ).encode()
             lfs_set.discard(".gitattributes")
         for p, data in files.items():
@@ -280,9 +311,12 @@ class OlahServer:
                 _git(["init", "-q", "-b", branch, str(path)])
             git_dir = path / ".git"
             ref = f"refs/heads/{branch}"
-            has_branch = _git(["-C", str(path), "rev-parse", "-q", "--verify", ref], check=False).returncode == 0
+            has_branch = (
+                _git(["-C", str(path), "rev-parse", "-q", "--verify", ref], check=False).returncode
+                == 0
+            )
 
-            hub_files: Dict[str, HubFile] = {}
+            hub_files: dict[str, HubFile] = {}
             chunks = []
             now = int(time.time())
             msg = (message or f"modelpull test commit for {repo_id}").encode()
@@ -303,7 +337,9 @@ class OlahServer:
                         tmp.write_bytes(data)
                         os.replace(tmp, obj)
                     stored = lfs_pointer(sha256, len(data))
-                    hub_files[p] = HubFile(p, len(data), sha256, git_blob_id(stored), True, len(stored))
+                    hub_files[p] = HubFile(
+                        p, len(data), sha256, git_blob_id(stored), True, len(stored)
+                    )
                 else:
                     stored = data
                     hub_files[p] = HubFile(p, len(data), sha256, git_blob_id(stored), False)
@@ -314,9 +350,22 @@ class OlahServer:
             chunks.append(b"done\n")
             stream = b"".join(chunks)
             r = subprocess.run(
-                ["git", "-C", str(path), "-c", "core.compression=0", "-c", "pack.compression=0",
-                 "fast-import", "--quiet", "--done", "--date-format=raw"],
-                input=stream, capture_output=True,
+                [
+                    "git",
+                    "-C",
+                    str(path),
+                    "-c",
+                    "core.compression=0",
+                    "-c",
+                    "pack.compression=0",
+                    "fast-import",
+                    "--quiet",
+                    "--done",
+                    "--date-format=raw",
+                ],
+                input=stream,
+                capture_output=True,
+                check=False,
             )
             if r.returncode != 0:
                 raise RuntimeError(f"git fast-import failed: {r.stderr.decode(errors='replace')}")
@@ -324,7 +373,9 @@ class OlahServer:
             self._repos[repo_id] = RepoState(repo_id, commit, hub_files, dict(files))
             return commit
 
-    def add_ref(self, repo_id: str, name: str, commit: Optional[str] = None, *, kind: str = "tag") -> None:
+    def add_ref(
+        self, repo_id: str, name: str, commit: str | None = None, *, kind: str = "tag"
+    ) -> None:
         """Point tag or branch ``name`` at ``commit`` (default: the last commit made)."""
         if kind not in ("tag", "branch"):
             raise ValueError("kind must be 'tag' or 'branch'")
@@ -343,12 +394,12 @@ class OlahServer:
         with self._lock:
             return self._repos[repo_id]
 
-    def files(self, repo_id: str) -> Dict[str, HubFile]:
+    def files(self, repo_id: str) -> dict[str, HubFile]:
         return dict(self.repo(repo_id).files)
 
 
 def _git(args, check: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run(["git", *args], capture_output=True)
+    r = subprocess.run(["git", *args], capture_output=True, check=False)
     if check and r.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)} failed: {r.stderr.decode(errors='replace')}")
     return r
@@ -357,7 +408,7 @@ def _git(args, check: bool = True) -> subprocess.CompletedProcess:
 def _fi_path(p: str) -> str:
     # fast-import: a path starting with '"' must be C-quoted; quote any path with
     # special characters to be safe.
-    if p.startswith('"') or any(c in p for c in ('\\', '"')) or any(ord(c) < 32 for c in p):
+    if p.startswith('"') or any(c in p for c in ("\\", '"')) or any(ord(c) < 32 for c in p):
         return '"' + p.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return p
 
@@ -390,7 +441,9 @@ def find_olah_cli() -> str:
 
 if __name__ == "__main__":  # manual use: python -m tests.servers.olah
     with OlahServer() as srv:
-        sha = srv.make_repo("demo/tiny", {"config.json": b"{}", "model.safetensors": os.urandom(1 << 20)})
+        sha = srv.make_repo(
+            "demo/tiny", {"config.json": b"{}", "model.safetensors": os.urandom(1 << 20)}
+        )
         print(srv.endpoint, "demo/tiny", sha, file=sys.stderr)
         try:
             while True:

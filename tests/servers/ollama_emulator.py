@@ -47,8 +47,9 @@ import json
 import re
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any
 
 from aiohttp import web
 
@@ -73,7 +74,7 @@ _HOST_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
 _NS_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 _PART_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-_SECRETISH = re.compile(r"token|secret|password|passwd|auth|credential|api[_-]?key", re.I)
+_SECRETISH = re.compile(r"token|secret|password|passwd|auth|credential|api[_-]?key", re.IGNORECASE)
 
 
 # --------------------------------------------------------------------- names
@@ -98,14 +99,14 @@ class ModelName:
         return f"{self.host}/{self.namespace}/{self.model}:{self.tag}"
 
 
-def parse_model_name(name: Any) -> Optional[ModelName]:
+def parse_model_name(name: Any) -> ModelName | None:
     """``[host/][namespace/]model[:tag]`` per PROTOCOLS.md section 2, or None if invalid."""
     if not isinstance(name, str) or not name:
         return None
     s, tag = name, DEFAULT_TAG
     colon, slash = s.rfind(":"), s.rfind("/")
     if colon > slash:
-        s, tag = s[:colon], s[colon + 1:]
+        s, tag = s[:colon], s[colon + 1 :]
     parts = s.split("/")
     if len(parts) == 1:
         host, ns, model = DEFAULT_HOST, DEFAULT_NAMESPACE, parts[0]
@@ -139,7 +140,7 @@ def go_time(t: _dt.datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S") + (f".{frac}" if frac else "") + tz
 
 
-def _line(obj: Dict[str, Any]) -> bytes:
+def _line(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
 
 
@@ -159,11 +160,11 @@ class Layer:
 @dataclass
 class EmuModel:
     name: ModelName
-    layers: List[Layer]
-    bytes_per_sec: Optional[float] = None
-    details: Dict[str, Any] = field(default_factory=dict)
-    pulled_layers: Optional[List[str]] = None  # digests of the pulled version, None = not pulled
-    modified_at: Optional[_dt.datetime] = None
+    layers: list[Layer]
+    bytes_per_sec: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    pulled_layers: list[str] | None = None  # digests of the pulled version, None = not pulled
+    modified_at: _dt.datetime | None = None
 
     @property
     def display_name(self) -> str:
@@ -177,20 +178,30 @@ class EmuModel:
     def pulled(self) -> bool:
         return self.pulled_layers is not None
 
-    def manifest(self) -> Dict[str, Any]:
-        cfg = json.dumps({"model_format": "gguf", "model_family": self.details.get("family", "llama")}).encode()
+    def manifest(self) -> dict[str, Any]:
+        cfg = json.dumps(
+            {"model_format": "gguf", "model_family": self.details.get("family", "llama")}
+        ).encode()
         return {
             "schemaVersion": 2,
             "mediaType": MANIFEST_MEDIA_TYPE,
-            "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": "sha256:" + hashlib.sha256(cfg).hexdigest(),
-                       "size": len(cfg)},
-            "layers": [{"mediaType": la.media_type, "digest": la.digest, "size": la.size} for la in self.layers],
+            "config": {
+                "mediaType": CONFIG_MEDIA_TYPE,
+                "digest": "sha256:" + hashlib.sha256(cfg).hexdigest(),
+                "size": len(cfg),
+            },
+            "layers": [
+                {"mediaType": la.media_type, "digest": la.digest, "size": la.size}
+                for la in self.layers
+            ],
         }
 
     @property
     def manifest_digest(self) -> str:
         """Hex sha256 of the manifest JSON (what ``/api/tags`` shows as ``digest``)."""
-        return hashlib.sha256(json.dumps(self.manifest(), separators=(",", ":")).encode()).hexdigest()
+        return hashlib.sha256(
+            json.dumps(self.manifest(), separators=(",", ":")).encode()
+        ).hexdigest()
 
 
 @dataclass
@@ -200,7 +211,7 @@ class Fault:
     model_key: str
     layer: int
     after: int  # bytes into the layer
-    times: Optional[int]  # None = always
+    times: int | None  # None = always
     message: str = ""
     seconds: float = 0.0
     silent: bool = False
@@ -214,19 +225,22 @@ class PullRecord:
     name: Any  # as the client sent it
     stream: bool
     started: float  # time.monotonic()
-    model: Optional[str] = None  # display name, when the name was valid
-    http_status: Optional[int] = None
-    outcome: Optional[str] = None  # success | error | cut | disconnected | invalid | unknown
-    error: Optional[str] = None
-    lines: List[Dict[str, Any]] = field(default_factory=list)  # every object written
-    ended: Optional[float] = None
-    disconnected_at: Optional[float] = None  # time.monotonic() when the client went away
-    completed_at_disconnect: Dict[str, int] = field(default_factory=dict)  # digest -> bytes
-    insecure: Optional[bool] = None
+    model: str | None = None  # display name, when the name was valid
+    http_status: int | None = None
+    outcome: str | None = None  # success | error | cut | disconnected | invalid | unknown
+    error: str | None = None
+    lines: list[dict[str, Any]] = field(default_factory=list)  # every object written
+    ended: float | None = None
+    disconnected_at: float | None = None  # time.monotonic() when the client went away
+    completed_at_disconnect: dict[str, int] = field(default_factory=dict)  # digest -> bytes
+    insecure: bool | None = None
 
     @property
-    def statuses(self) -> List[str]:
-        return [ln.get("status", "") if "status" in ln else "error: " + str(ln.get("error")) for ln in self.lines]
+    def statuses(self) -> list[str]:
+        return [
+            ln.get("status", "") if "status" in ln else "error: " + str(ln.get("error"))
+            for ln in self.lines
+        ]
 
 
 @dataclass
@@ -236,7 +250,7 @@ class RequestRecord:
     body: Any  # parsed JSON with secret-looking fields replaced by "<redacted>"
     auth_present: bool
     time: float
-    status: Optional[int] = None
+    status: int | None = None
 
 
 class _Download:
@@ -247,19 +261,26 @@ class _Download:
         self.rate = rate
         self.refs = 0
         self.done = asyncio.Event()
-        self.outcome: Optional[str] = None  # ok | error | cut | cancelled
-        self.error: Optional[str] = None
+        self.outcome: str | None = None  # ok | error | cut | cancelled
+        self.error: str | None = None
         self.silent = False
-        self.task: Optional[asyncio.Task] = None
+        self.task: asyncio.Task | None = None
 
 
 # ------------------------------------------------------------------ emulator
 class OllamaEmulator(BackgroundAiohttpServer):
     """See the module docstring. All public methods are thread-safe."""
 
-    def __init__(self, *, bytes_per_sec: float = 200 * 1024 * 1024, interval: float = 0.06,
-                 version: str = "0.12.3", unknown_model: str = "stream", step_delay: float = 0.01,
-                 include_zero_completed: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        bytes_per_sec: float = 200 * 1024 * 1024,
+        interval: float = 0.06,
+        version: str = "0.12.3",
+        unknown_model: str = "stream",
+        step_delay: float = 0.01,
+        include_zero_completed: bool = True,
+    ) -> None:
         super().__init__(n_sites=1)
         self.bytes_per_sec = float(bytes_per_sec)
         self.interval = float(interval)
@@ -271,12 +292,12 @@ class OllamaEmulator(BackgroundAiohttpServer):
         self.include_zero_completed = include_zero_completed
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
-        self._models: Dict[str, EmuModel] = {}
-        self._faults: List[Fault] = []
-        self._progress: Dict[str, float] = {}  # digest -> bytes on "disk"
-        self._downloads: Dict[str, _Download] = {}
-        self._pulls: List[PullRecord] = []
-        self._requests: List[RequestRecord] = []
+        self._models: dict[str, EmuModel] = {}
+        self._faults: list[Fault] = []
+        self._progress: dict[str, float] = {}  # digest -> bytes on "disk"
+        self._downloads: dict[str, _Download] = {}
+        self._pulls: list[PullRecord] = []
+        self._requests: list[RequestRecord] = []
         self._ids = itertools.count(1)
         self._inflight = 0
         self.set_unknown_model_mode(unknown_model)
@@ -308,7 +329,7 @@ class OllamaEmulator(BackgroundAiohttpServer):
 
     # --------------------------------------------------------- configuration
     def set_unknown_model_mode(self, mode: str) -> None:
-        """"stream" (200 + error line, like Ollama) or "http500" (500 before the stream)."""
+        """ "stream" (200 + error line, like Ollama) or "http500" (500 before the stream)."""
         if mode not in ("stream", "http500"):
             raise ValueError("mode must be 'stream' or 'http500'")
         with self._lock:
@@ -317,11 +338,11 @@ class OllamaEmulator(BackgroundAiohttpServer):
     def add_model(
         self,
         name: str,
-        layers: Optional[Sequence[Union[int, Tuple[str, int], Tuple[str, int, str]]]] = None,
+        layers: Sequence[int | tuple[str, int] | tuple[str, int, str]] | None = None,
         *,
-        bytes_per_sec: Optional[float] = None,
+        bytes_per_sec: float | None = None,
         pulled: bool = False,
-        details: Optional[Dict[str, Any]] = None,
+        details: dict[str, Any] | None = None,
     ) -> EmuModel:
         """Make ``name`` pullable. ``layers``: sizes (digests are made up) or
         ``(digest, size[, media_type])``. Default: three layers (2 MB, 1.5 kB, 100 B).
@@ -335,11 +356,14 @@ class OllamaEmulator(BackgroundAiohttpServer):
             raise ValueError(f"invalid model name {name!r}")
         if layers is None:
             layers = [2_000_000, 1_500, 100]
-        out: List[Layer] = []
+        out: list[Layer] = []
         for i, spec in enumerate(layers):
             mt = LAYER_MEDIA_TYPES[min(i, len(LAYER_MEDIA_TYPES) - 1)]
             if isinstance(spec, int):
-                digest = "sha256:" + hashlib.sha256(f"modelpull-emulator:{n.key}:{i}:{spec}".encode()).hexdigest()
+                digest = (
+                    "sha256:"
+                    + hashlib.sha256(f"modelpull-emulator:{n.key}:{i}:{spec}".encode()).hexdigest()
+                )
                 out.append(Layer(digest, spec, mt))
             else:
                 digest, size = spec[0], int(spec[1])
@@ -348,8 +372,14 @@ class OllamaEmulator(BackgroundAiohttpServer):
                 out.append(Layer(digest, size, spec[2] if len(spec) > 2 else mt))
             if out[-1].size < 0:
                 raise ValueError("negative layer size")
-        det = {"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
-               "parameter_size": "1B", "quantization_level": "Q4_K_M"}
+        det = {
+            "parent_model": "",
+            "format": "gguf",
+            "family": "llama",
+            "families": ["llama"],
+            "parameter_size": "1B",
+            "quantization_level": "Q4_K_M",
+        }
         det.update(details or {})
         with self._lock:
             old = self._models.get(n.key)
@@ -384,7 +414,9 @@ class OllamaEmulator(BackgroundAiohttpServer):
             m = self._models.get(n.key) if n else None
             return bool(m and m.pulled)
 
-    def _fault(self, kind: str, name: str, layer: int, after: int, times: Optional[int], **kw: Any) -> int:
+    def _fault(
+        self, kind: str, name: str, layer: int, after: int, times: int | None, **kw: Any
+    ) -> int:
         n = parse_model_name(name)
         if n is None:
             raise ValueError(f"invalid model name {name!r}")
@@ -395,20 +427,39 @@ class OllamaEmulator(BackgroundAiohttpServer):
             self._faults.append(f)
             return f.id
 
-    def fail_after(self, name: str, after_bytes: int, *, layer: int = 0,
-                   error: str = "max retries exceeded: EOF", times: Optional[int] = 1) -> int:
+    def fail_after(
+        self,
+        name: str,
+        after_bytes: int,
+        *,
+        layer: int = 0,
+        error: str = "max retries exceeded: EOF",
+        times: int | None = 1,
+    ) -> int:
         """After ``after_bytes`` of layer ``layer``: a ``{"error": error}`` line, then the stream ends (HTTP 200)."""
         return self._fault("error", name, layer, after_bytes, times, message=error)
 
-    def cut_after(self, name: str, after_bytes: int, *, layer: int = 0, times: Optional[int] = 1) -> int:
+    def cut_after(
+        self, name: str, after_bytes: int, *, layer: int = 0, times: int | None = 1
+    ) -> int:
         """After ``after_bytes`` of layer ``layer``: close the connection, no ``success``, no error."""
         return self._fault("cut", name, layer, after_bytes, times)
 
-    def stall(self, name: str, seconds: float, *, after_bytes: int = 0, layer: int = 0,
-              times: Optional[int] = 1, silent: bool = False) -> int:
+    def stall(
+        self,
+        name: str,
+        seconds: float,
+        *,
+        after_bytes: int = 0,
+        layer: int = 0,
+        times: int | None = 1,
+        silent: bool = False,
+    ) -> int:
         """Stop progress of layer ``layer`` at ``after_bytes`` for ``seconds``.
         Lines keep coming with the same ``completed`` (``silent=True``: no lines)."""
-        return self._fault("stall", name, layer, after_bytes, times, seconds=float(seconds), silent=silent)
+        return self._fault(
+            "stall", name, layer, after_bytes, times, seconds=float(seconds), silent=silent
+        )
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -426,12 +477,12 @@ class OllamaEmulator(BackgroundAiohttpServer):
 
     # ----------------------------------------------------------- inspection
     @property
-    def pulls(self) -> List[PullRecord]:
+    def pulls(self) -> list[PullRecord]:
         with self._lock:
             return copy.deepcopy(self._pulls)
 
     @property
-    def requests(self) -> List[RequestRecord]:
+    def requests(self) -> list[RequestRecord]:
         with self._lock:
             return copy.deepcopy(self._requests)
 
@@ -459,7 +510,9 @@ class OllamaEmulator(BackgroundAiohttpServer):
                     raise TimeoutError("no client disconnect seen")
                 self._cond.wait(left)
 
-    def assert_no_progress_after_disconnect(self, pull: Optional[PullRecord] = None, settle: float = 0.3) -> None:
+    def assert_no_progress_after_disconnect(
+        self, pull: PullRecord | None = None, settle: float = 0.3
+    ) -> None:
         """Fail if any layer of a disconnected pull advanced after the disconnect.
 
         Waits ``settle`` seconds first so that a download still running would show.
@@ -469,14 +522,23 @@ class OllamaEmulator(BackgroundAiohttpServer):
         if pull.disconnected_at is None:
             raise AssertionError(f"pull {pull.id} was not disconnected (outcome {pull.outcome})")
         time.sleep(settle)
-        moved = {d: (b, self.progress(d)) for d, b in pull.completed_at_disconnect.items() if self.progress(d) != b}
+        moved = {
+            d: (b, self.progress(d))
+            for d, b in pull.completed_at_disconnect.items()
+            if self.progress(d) != b
+        }
         if moved:
             raise AssertionError(f"progress continued after the client disconnected: {moved}")
 
     # --------------------------------------------------------------- helpers
     def _record_request(self, request: web.Request, body: Any) -> RequestRecord:
-        rec = RequestRecord(request.method, request.path, _redact(body), "Authorization" in request.headers,
-                            time.monotonic())
+        rec = RequestRecord(
+            request.method,
+            request.path,
+            _redact(body),
+            "Authorization" in request.headers,
+            time.monotonic(),
+        )
         with self._lock:
             self._requests.append(rec)
         return rec
@@ -491,7 +553,7 @@ class OllamaEmulator(BackgroundAiohttpServer):
             self._cond.notify_all()
 
     @staticmethod
-    async def _json_body(request: web.Request) -> Tuple[Any, Optional[str]]:
+    async def _json_body(request: web.Request) -> tuple[Any, str | None]:
         raw = await request.read()
         if not raw.strip():
             return None, "missing request body"
@@ -517,18 +579,23 @@ class OllamaEmulator(BackgroundAiohttpServer):
         self._record_request(request, None).status = 200
         with self._lock:
             ms = [m for m in self._models.values() if m.pulled]
-            ms.sort(key=lambda m: m.modified_at or _dt.datetime.min.replace(tzinfo=_dt.timezone.utc), reverse=True)
+            ms.sort(
+                key=lambda m: m.modified_at or _dt.datetime.min.replace(tzinfo=_dt.timezone.utc),
+                reverse=True,
+            )
             out = []
             for m in ms:
                 size = sum(la.size for la in m.layers if la.digest in set(m.pulled_layers or []))
-                out.append({
-                    "name": m.display_name,
-                    "model": m.display_name,
-                    "modified_at": go_time(m.modified_at or _dt.datetime.now()),
-                    "size": size,
-                    "digest": m.manifest_digest,
-                    "details": dict(m.details),
-                })
+                out.append(
+                    {
+                        "name": m.display_name,
+                        "model": m.display_name,
+                        "modified_at": go_time(m.modified_at or _dt.datetime.now()),
+                        "size": size,
+                        "digest": m.manifest_digest,
+                        "details": dict(m.details),
+                    }
+                )
         return _json_response({"models": out})
 
     async def _h_delete(self, request: web.Request) -> web.Response:
@@ -583,7 +650,7 @@ class OllamaEmulator(BackgroundAiohttpServer):
         with self._lock:
             self._pulls.append(pr)
 
-        def finish(outcome: str, status: int, error: Optional[str] = None) -> None:
+        def finish(outcome: str, status: int, error: str | None = None) -> None:
             with self._cond:
                 pr.outcome, pr.http_status, pr.ended = outcome, status, time.monotonic()
                 if error is not None:
@@ -607,10 +674,10 @@ class OllamaEmulator(BackgroundAiohttpServer):
             finish("unknown", 500, UNKNOWN_MODEL_ERROR)
             return _json_response({"error": UNKNOWN_MODEL_ERROR}, status=500)
 
-        resp: Optional[web.StreamResponse] = None
-        last: Dict[str, Any] = {}
+        resp: web.StreamResponse | None = None
+        last: dict[str, Any] = {}
 
-        async def emit(obj: Dict[str, Any]) -> None:
+        async def emit(obj: dict[str, Any]) -> None:
             nonlocal resp, last
             with self._lock:
                 pr.lines.append(dict(obj))
@@ -618,7 +685,9 @@ class OllamaEmulator(BackgroundAiohttpServer):
             if not stream:
                 return
             if resp is None:
-                resp = web.StreamResponse(status=200, headers={"Content-Type": "application/x-ndjson"})
+                resp = web.StreamResponse(
+                    status=200, headers={"Content-Type": "application/x-ndjson"}
+                )
                 await resp.prepare(request)
             await resp.write(_line(obj))
 
@@ -675,19 +744,21 @@ class OllamaEmulator(BackgroundAiohttpServer):
                 raise
             return resp if resp is not None else web.Response(status=499)
 
-    def _note_disconnect(self, pr: PullRecord, m: Optional[EmuModel]) -> None:
+    def _note_disconnect(self, pr: PullRecord, m: EmuModel | None) -> None:
         with self._cond:
             if pr.disconnected_at is None:
                 pr.disconnected_at = time.monotonic()
                 if m is not None:
-                    pr.completed_at_disconnect = {la.digest: int(self._progress.get(la.digest, 0)) for la in m.layers}
+                    pr.completed_at_disconnect = {
+                        la.digest: int(self._progress.get(la.digest, 0)) for la in m.layers
+                    }
             pr.outcome = "disconnected"
             pr.ended = pr.ended or time.monotonic()
             self._cond.notify_all()
 
     async def _pull_layer(self, m: EmuModel, idx: int, layer: Layer, emit, pr: PullRecord) -> str:
-        def line(done: int) -> Dict[str, Any]:
-            obj: Dict[str, Any] = {"status": f"pulling {layer.short}", "digest": layer.digest}
+        def line(done: int) -> dict[str, Any]:
+            obj: dict[str, Any] = {"status": f"pulling {layer.short}", "digest": layer.digest}
             if layer.size or self.include_zero_completed:
                 obj["total"] = layer.size
             if done or self.include_zero_completed:
@@ -746,9 +817,15 @@ class OllamaEmulator(BackgroundAiohttpServer):
                 with self._lock:
                     cur = self._progress.get(digest, 0.0)
                     faults = sorted(
-                        (f for f in self._faults
-                         if f.model_key == dl.model_key and f.layer == dl.layer_index and f.after >= int(cur)
-                         and f.after <= total and (f.times is None or f.times > 0)),
+                        (
+                            f
+                            for f in self._faults
+                            if f.model_key == dl.model_key
+                            and f.layer == dl.layer_index
+                            and f.after >= int(cur)
+                            and f.after <= total
+                            and (f.times is None or f.times > 0)
+                        ),
                         key=lambda f: f.after,
                     )
                 fault = faults[0] if faults else None
@@ -790,7 +867,7 @@ class OllamaEmulator(BackgroundAiohttpServer):
             dl.done.set()
 
 
-async def _end(resp: Optional[web.StreamResponse], request: web.Request) -> web.StreamResponse:
+async def _end(resp: web.StreamResponse | None, request: web.Request) -> web.StreamResponse:
     if resp is None:
         return web.Response(status=200)
     await resp.write_eof()
@@ -799,12 +876,16 @@ async def _end(resp: Optional[web.StreamResponse], request: web.Request) -> web.
 
 def _json_response(data: Any, status: int = 200) -> web.Response:
     # compact separators, as Go's encoding/json writes
-    return web.json_response(data, status=status, dumps=lambda o: json.dumps(o, separators=(",", ":")))
+    return web.json_response(
+        data, status=status, dumps=lambda o: json.dumps(o, separators=(",", ":"))
+    )
 
 
 def _redact(body: Any) -> Any:
     if isinstance(body, dict):
-        return {k: ("<redacted>" if _SECRETISH.search(str(k)) else _redact(v)) for k, v in body.items()}
+        return {
+            k: ("<redacted>" if _SECRETISH.search(str(k)) else _redact(v)) for k, v in body.items()
+        }
     if isinstance(body, list):
         return [_redact(v) for v in body]
     return body
