@@ -108,6 +108,8 @@ class _State:
     parts: list[_Part] = field(default_factory=list)
     #: bytes received so far (on disk or about to be written); drives progress
     received: int = 0
+    #: resolved by the first response of a multi-part fetch: does the server honour Range?
+    ranges_ok: asyncio.Future[bool] | None = field(default=None, compare=False)
 
     @property
     def present(self) -> int:
@@ -140,6 +142,18 @@ class _State:
         if covered != size:
             return None
         return cls(digest, size, parts)
+
+
+def _first_unfinished(state: _State) -> _Part | None:
+    return next((p for p in sorted(state.parts, key=lambda p: p.start) if not p.finished), None)
+
+
+def _merge_following_parts(state: _State, part: _Part) -> None:
+    """The server ignores Range: ``part`` streams on to the end of the file, alone."""
+    dropped = [p for p in state.parts if p.start > part.start]
+    state.received -= sum(p.done - p.start for p in dropped)
+    state.parts = [p for p in state.parts if p.start <= part.start]
+    part.end = state.size
 
 
 def present_bytes(transfer: FileTransfer) -> int:
@@ -307,6 +321,11 @@ class TransferEngine:
                 self._save_state(transfer, state)
 
         saver = asyncio.ensure_future(save_periodically())
+        if len(pending) > 1:
+            # The first response tells whether the server honours Range; until it
+            # does, the other parts wait (a server or cache that ignores Range would
+            # send the whole file to every part).
+            state.ranges_ok = asyncio.get_running_loop().create_future()
         try:
             await run_all(self._run_part(transfer, state, part, fd, hasher) for part in pending)
         finally:
@@ -320,6 +339,11 @@ class TransferEngine:
     async def _run_part(
         self, transfer: FileTransfer, state: _State, part: _Part, fd: int, hasher: _PrefixHasher
     ) -> None:
+        probe = state.ranges_ok
+        if probe is not None and part is not _first_unfinished(state):
+            await asyncio.shield(probe)
+            if all(p is not part for p in state.parts):
+                return  # merged into the stream of the part before it
         failures = 0
         while not part.finished:
             before = part.done
@@ -364,6 +388,10 @@ class TransferEngine:
             raise _Retry(ConnectionFailed(f"request to {_describe(url)} failed: {exc}")) from None
         async with response:
             self._check_response(transfer, part, response, await self._error_body(response))
+            if state.ranges_ok is not None and not state.ranges_ok.done():
+                if response.status == 200:
+                    _merge_following_parts(state, part)
+                state.ranges_ok.set_result(response.status == 206)
             buffer = bytearray()
             offset = part.done  # where ``buffer`` starts in the file
             skip = part.done if response.status == 200 else 0
