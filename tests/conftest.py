@@ -74,7 +74,7 @@ def olah(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OlahServer]:
 @pytest.fixture
 def hf_front(olah: OlahServer) -> Iterator[HfFront]:
     """A fresh Hub-like front (no rules, empty log) over the session's olah."""
-    front = HfFront(olah.endpoint)
+    front = HfFront(olah.endpoint, lfs_store=olah.repo_path)
     front.start()
     try:
         yield front

@@ -163,6 +163,10 @@ def test_front_ranges(olah: OlahServer, hf_front: HfFront) -> None:
         r = c.get(url)
         assert r.status_code == 200 and r.content == data
         assert int(r.headers["content-length"]) == len(data)
+        hf_front.serve_lfs_from_disk()
+        r = c.get(url, headers={"Range": "bytes=500000-500009"})
+        assert r.status_code == 206 and r.content == data[500000:500010]
+        assert c.get(url).content == data
     assert parse_range("bytes=5-2", 10) is None and parse_range("bytes=0-0,5-6", 10) is None
 
 

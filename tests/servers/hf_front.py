@@ -37,8 +37,9 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote
 
@@ -161,9 +162,19 @@ class HfFront(BackgroundAiohttpServer):
     (transfer rules: to bodies that reach the rule's byte offset afterwards).
     """
 
-    def __init__(self, upstream: str, *, hub_compat: bool = True) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        hub_compat: bool = True,
+        lfs_store: Callable[[str], Path] | None = None,
+    ) -> None:
+        """``upstream``: olah's endpoint. ``lfs_store``: ``repo_id -> repo folder``
+        (``OlahServer.repo_path``), needed only by :meth:`serve_lfs_from_disk`."""
         super().__init__(n_sites=2)
         self.upstream = upstream.rstrip("/")
+        self._lfs_store = lfs_store
+        self._lfs_from_disk = False
         self._lock = threading.RLock()
         self._rules: list[_Rule] = []
         self._rule_ids = itertools.count(1)
@@ -229,6 +240,17 @@ class HfFront(BackgroundAiohttpServer):
         """``False``: pass olah's answers through untouched (rules still apply)."""
         with self._lock:
             self._hub_compat = on
+
+    def serve_lfs_from_disk(self, on: bool = True) -> None:
+        """Speed-up: read LFS file bodies from the mirror's LFS store (the very
+        file olah would stream) instead of through olah, which ignores Range, so
+        a ranged GET at offset X costs X bytes of olah streaming. Headers,
+        metadata and errors still come from olah; client-visible behaviour is
+        the same. Off by default."""
+        if on and self._lfs_store is None:
+            raise RuntimeError("HfFront was built without lfs_store")
+        with self._lock:
+            self._lfs_from_disk = on
 
     def redirect_lfs(self, on: bool = True) -> None:
         """Resolve of an LFS file answers 302 to ``cdn_endpoint`` (as the Hub does)."""
@@ -859,6 +881,14 @@ class HfFront(BackgroundAiohttpServer):
             await resp.prepare(request)
             await resp.write_eof()
             return resp
+        if self._lfs_from_disk and meta.lfs_sha256 and self._lfs_store is not None:
+            h = meta.lfs_sha256
+            obj = self._lfs_store(meta.repo_id) / ".git" / "lfs" / "objects" / h[:2] / h[2:4] / h
+            if obj.is_file():
+                await resp.prepare(request)
+                return await _Shaper(self, request, rec, rules).pump(
+                    resp, _file_chunks(obj, start, length)
+                )
         assert self._session is not None
         url = f"{self.upstream}/{meta.repo_id}/resolve/{meta.commit}/{quote(meta.path)}"
         fwd = {"Accept-Encoding": "identity"}
@@ -1020,6 +1050,19 @@ class _Shaper:
         ):
             self.rec.client_disconnected = True
         return resp
+
+
+async def _file_chunks(path: Path, start: int, length: int) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    with open(path, "rb") as f:  # noqa: ASYNC230 - reads go through the executor
+        f.seek(start)
+        remaining = length
+        while remaining > 0:
+            chunk = await loop.run_in_executor(None, f.read, min(CHUNK * 4, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+            yield chunk
 
 
 def _truthy(values: list[str] | None) -> bool:
