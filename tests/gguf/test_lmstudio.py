@@ -153,3 +153,19 @@ async def test_list_and_delete(hf_front, tiny_gguf, mlx_repo, tmp_path):
         with pytest.raises(InvalidModel):
             delete_local(bad, models_dir=tmp_path)
     assert list_local(tmp_path / "missing") == []
+
+
+async def test_a_file_already_in_place_is_adopted_when_its_digest_matches(hf_front, tiny_gguf, tmp_path):
+    folder = tmp_path / tiny_gguf.repo_id
+    folder.mkdir(parents=True)
+    # as if LM Studio had downloaded them: the right Q8_0, and a same-size impostor projector
+    (folder / "Tiny-Q8_0.gguf").write_bytes(tiny_gguf.files["Tiny-Q8_0.gguf"])
+    impostor = bytearray(tiny_gguf.files["mmproj-Tiny-F16.gguf"])
+    impostor[-1] ^= 0xFF
+    (folder / "mmproj-Tiny-F16.gguf").write_bytes(bytes(impostor))
+    events = await pull(hf_front, f"{tiny_gguf.repo_id}:Q8_0", models_dir=str(tmp_path))
+    assert events[0].downloaded_bytes == len(tiny_gguf.files["Tiny-Q8_0.gguf"])
+    assert events[-1].status is DownloadStatus.COMPLETE, events[-1].message
+    fetched = [r.file_path for r in hf_front.requests(method="GET") if r.file_path]
+    assert fetched == ["mmproj-Tiny-F16.gguf"]
+    assert (folder / "mmproj-Tiny-F16.gguf").read_bytes() == tiny_gguf.files["mmproj-Tiny-F16.gguf"]

@@ -29,14 +29,18 @@ provider's file choice, and ``path`` is its folder.
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
+import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .._format import format_bytes
 from .._secrets import Secret
+from .._transfer.hashing import hash_fd_range, hex_of, new_hasher
 from ..errors import IncompatibleModel, InvalidModel, ModelNotFound, UnsafeSource
 from ..plan import Plan
 from ..progress import ProgressTracker
@@ -425,7 +429,37 @@ class LmStudioProvider(GgufProvider):
 
     def __init__(self, model: str, token: Secret | None, base_url: str | None, options: dict[str, Any]) -> None:
         super().__init__(model, token, base_url, options)
-        self.store = LmStudioStore(self.repo_id, str_option(self.opts, "models_dir"))
+        self.lmstudio = LmStudioStore(self.repo_id, str_option(self.opts, "models_dir"))
+        self.store = self.lmstudio
+
+    async def plan(self) -> Plan:
+        plan = await super().plan()
+        await self._adopt_existing(plan)
+        return plan
+
+    async def _adopt_existing(self, plan: Plan) -> None:
+        """A file already in place without our record (LM Studio downloaded it, say)
+        counts as local once its digest matches; otherwise it is fetched and replaced."""
+        detail: HfPlanDetail = plan.detail
+        items = {item.name: item for item in plan.items}
+        for f in detail.files:
+            item = items[f.path]
+            final = self.lmstudio.slot(f.path, f.etag).final
+            if not final.is_file() or final.stat().st_size != f.size:
+                continue
+            if self.lmstudio.is_current(f.path, f.etag, f.size):
+                continue
+            cancel = threading.Event()
+            try:
+                same = await asyncio.to_thread(_has_digest, final, f.digest, f.size, cancel)
+            except asyncio.CancelledError:
+                cancel.set()
+                raise
+            if same:
+                self.lmstudio.publish(detail.commit, [(f.path, f.etag)])
+                item.local, item.present_bytes = True, f.size
+            else:  # other content under that name: none of it counts
+                item.local, item.present_bytes = False, 0
 
     def check_placement(self, selection: GgufSelection) -> None:
         seen: dict[str, str] = {}
@@ -437,3 +471,13 @@ class LmStudioProvider(GgufProvider):
                     f"name one file: {self.repo_id}/<path>.gguf, or mmproj=false"
                 )
             seen[name] = f.path
+
+
+def _has_digest(path: Path, digest: str, size: int, cancel: threading.Event) -> bool:
+    hasher = new_hasher(digest, size)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        hash_fd_range(fd, 0, size, hasher, cancel)
+    finally:
+        os.close(fd)
+    return bool(hasher.hexdigest() == hex_of(digest))
