@@ -36,7 +36,6 @@ if not os.environ.get("MODELPULL_TEST_KEEP_ENV"):
     ):
         os.environ.pop(_var, None)
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-    os.environ["HF_HUB_DISABLE_IMPLICIT_TOKEN"] = "1"
 _no_proxy = [p for p in os.environ.get("NO_PROXY", os.environ.get("no_proxy", "")).split(",") if p]
 for _h in ("127.0.0.1", "localhost"):
     if _h not in _no_proxy:
