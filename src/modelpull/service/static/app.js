@@ -161,12 +161,14 @@ function upsertJob(job) {
   sub.textContent = job.provider + " · ";
   sub.appendChild(el("span", "badge " + state, state === "running" ? (p.status || "starting") : state));
   const percent = Math.max(0, Math.min(100, p.percent || 0));
+  // 99.96 % is not done: show tenths rounded down, so only a finished download says 100 %.
+  const shown = (Math.floor(percent * 10) / 10).toFixed(1);
   const bar = card.querySelector(".bar");
-  bar.setAttribute("aria-valuenow", percent.toFixed(1));
+  bar.setAttribute("aria-valuenow", shown);
   bar.firstChild.style.width = percent + "%";
   const stats = [];
   if (p.total_bytes !== null && p.total_bytes !== undefined) {
-    stats.push(fmtBytes(p.downloaded_bytes || 0) + " / " + fmtBytes(p.total_bytes) + " (" + percent.toFixed(1) + "%)");
+    stats.push(fmtBytes(p.downloaded_bytes || 0) + " / " + fmtBytes(p.total_bytes) + " (" + shown + "%)");
   } else if (p.downloaded_bytes) {
     stats.push(fmtBytes(p.downloaded_bytes));
   }
