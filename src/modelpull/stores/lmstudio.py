@@ -203,7 +203,10 @@ def delete_local(name: str, models_dir: str | os.PathLike[str] | None = None) ->
     entry = _entry("/".join(parts), folder) if folder.is_dir() else None
     if entry is None:
         raise ModelNotFound(f"{name!r} is not in LM Studio's models folder {root}")
-    shutil.rmtree(folder)
+    if folder.is_symlink():  # a folder linked in from elsewhere: unlink it, keep the data
+        folder.unlink()
+    else:
+        shutil.rmtree(folder)
     shutil.rmtree(join_inside(root, f"{STATE_FOLDER}/{parts[0]}/{parts[1]}"), ignore_errors=True)
     for empty in (folder.parent, root / STATE_FOLDER / parts[0]):
         try:
