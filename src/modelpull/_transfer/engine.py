@@ -270,9 +270,12 @@ class TransferEngine:
             assert state is not None
             state.received = state.present
             self.tracker.update(transfer.key, state.received)
-            hasher = _PrefixHasher(transfer.digest, transfer.size)
-            await self._fetch_parts(transfer, state, fd, hasher)
-            await self._verify(transfer, fd, hasher)
+            hasher = _PrefixHasher(transfer.digest, transfer.size, fd, state)
+            try:
+                await self._fetch_parts(transfer, state, fd, hasher)
+                await self._verify(transfer, hasher)
+            finally:
+                hasher.stop()  # before the file descriptor it reads is closed
         finally:
             os.close(fd)
         os.replace(transfer.partial, transfer.dest)
@@ -395,7 +398,7 @@ class TransferEngine:
             buffer = bytearray()
             offset = part.done  # where ``buffer`` starts in the file
             skip = part.done if response.status == 200 else 0
-            self.tracker.current = transfer.key
+            self.tracker.begin(transfer.key)
             try:
                 async for chunk in response.content.iter_any():
                     if skip:
@@ -425,6 +428,7 @@ class TransferEngine:
                     f"the connection broke while fetching {transfer.key}: {exc or type(exc).__name__}"
                 )) from None
             finally:
+                self.tracker.end(transfer.key)
                 if buffer:
                     self._write(transfer, fd, offset, buffer, part, hasher)
 
@@ -449,8 +453,8 @@ class TransferEngine:
                     "the download again: it resumes where it stopped"
                 ) from None
             raise
-        hasher.feed(offset, view)
         part.done = offset + len(view)
+        hasher.advanced()
         return part.done
 
     async def _error_body(self, response: aiohttp.ClientResponse) -> str:
@@ -533,13 +537,12 @@ class TransferEngine:
 
     # ------------------------------------------------------------------ verify
 
-    async def _verify(self, transfer: FileTransfer, fd: int, hasher: _PrefixHasher) -> None:
+    async def _verify(self, transfer: FileTransfer, hasher: _PrefixHasher) -> None:
         self.tracker.verifying = transfer.key
-        cancel = threading.Event()
         try:
-            await asyncio.to_thread(hasher.finish, fd, cancel)
+            await asyncio.to_thread(hasher.finish)
         except asyncio.CancelledError:
-            cancel.set()
+            hasher.stop()
             raise
         except HashCancelled:
             raise asyncio.CancelledError() from None
@@ -559,27 +562,72 @@ class TransferEngine:
 
 
 class _PrefixHasher:
-    """Hashes bytes as they arrive while they extend the contiguous prefix; the rest later."""
+    """Hashes the file in a thread, following its contiguous prefix on disk as parts land.
 
-    def __init__(self, digest: str, size: int) -> None:
+    The event loop only says "more bytes were written" (:meth:`advanced`); the
+    thread reads them back (from the page cache) and hashes them on another core,
+    so at the end only what lies beyond the prefix is left to hash.
+    """
+
+    def __init__(self, digest: str, size: int, fd: int, state: _State) -> None:
         self._hasher = new_hasher(digest, size)
-        self._upto = 0
         self._size = size
-        self._lock = threading.Lock()
+        self._fd = fd
+        self._state = state
+        self._upto = 0
+        self._final = False
+        self._error: BaseException | None = None
+        self._wake = threading.Event()
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="modelpull-hash", daemon=True)
+        self._thread.start()
 
-    def feed(self, offset: int, data: memoryview) -> None:
-        if offset == self._upto:
-            with self._lock:
-                self._hasher.update(data)
-                self._upto += len(data)
+    def advanced(self) -> None:
+        self._wake.set()
 
-    def finish(self, fd: int, cancel: threading.Event) -> None:
-        with self._lock:
-            hash_fd_range(fd, self._upto, self._size, self._hasher, cancel)
-            self._upto = self._size
+    def _follow(self) -> None:
+        try:
+            while not self._cancel.is_set():
+                self._wake.wait(0.5)
+                self._wake.clear()
+                end = self._size if self._final else _contiguous_end(self._state)
+                if end > self._upto:
+                    hash_fd_range(self._fd, self._upto, end, self._hasher, self._cancel)
+                    self._upto = end
+                if self._final and self._upto >= self._size:
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to finish()
+            self._error = exc
+
+    def finish(self) -> None:
+        """Hash whatever is left (blocking: run it in a thread)."""
+        self._final = True
+        self._wake.set()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if self._cancel.is_set():
+            raise HashCancelled()
+
+    def stop(self) -> None:
+        self._cancel.set()
+        self._wake.set()
+        self._thread.join()
 
     def hexdigest(self) -> str:
         return str(self._hasher.hexdigest())
+
+
+def _contiguous_end(state: _State) -> int:
+    """How far the file is complete from byte 0 (parts are contiguous, sorted by start)."""
+    end = 0
+    for part in sorted(state.parts, key=lambda p: p.start):
+        if part.start != end:
+            break
+        end = part.done
+        if not part.finished:
+            break
+    return end
 
 
 def _retry_after(response: aiohttp.ClientResponse, cap: float) -> float | None:
