@@ -22,9 +22,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -105,7 +106,7 @@ def _serve_in_thread(config: ServiceConfig) -> Service:
 
 def serve_process(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """``modelpull serve ARGS`` as a subprocess, both outputs into ``log_path``."""
-    log = open(log_path, "ab")
+    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed here once it has it
     try:
         return subprocess.Popen(
             [sys.executable, "-c", "from modelpull.cli import main; main()", "serve", *args],

@@ -181,7 +181,7 @@ class Job:
 
     def _publish(self, data: dict[str, Any]) -> None:
         self._seq += 1
-        data = {**data, "job_id": self.id, "seq": self._seq}
+        data = {**data, "job_id": self.id, "seq": self._seq, "time": round(time.time(), 3)}
         event = StoredEvent(self._seq, data, json.dumps(data, separators=(",", ":")))
         self._events.append(event)
         if len(self._events) > self._max_events:
