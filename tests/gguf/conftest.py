@@ -104,3 +104,15 @@ def safetensors_only(olah) -> GgufRepo:
     files = {"config.json": b"{}", "model.safetensors": fake_gguf(5_000, 7)}
     olah.make_repo(f"{ORG}/Plain-Safetensors", files)
     return GgufRepo(f"{ORG}/Plain-Safetensors", files)
+
+
+@pytest.fixture(scope="session")
+def odd_repos(olah) -> dict[str, GgufRepo]:
+    """Repos that break the usual shape: one label twice, a split missing a part, no label."""
+    return {
+        "twice": _make(olah, "Odd-GGUF", {
+            "v1/Odd-Q4_K_M.gguf": 3_000, "v2/Odd-Q4_K_M.gguf": 3_100,
+            "Odd-Q6_K-00001-of-00002.gguf": 2_000, "Odd-Q8_0.gguf": 4_000,
+        }),
+        "unlabeled": _make(olah, "Unlabeled-GGUF", {"model.gguf": 2_000}),
+    }

@@ -174,3 +174,24 @@ def test_lmstudio_needs_a_publisher():
         from modelpull.api import make_provider
 
         make_provider("lmstudio", "lonely-repo:Q4_K_M")
+
+
+async def test_a_label_found_twice_asks_for_a_file_path(hf_front, odd_repos):
+    repo = odd_repos["twice"].repo_id
+    for model in (f"{repo}:q4_k_m", repo):
+        with pytest.raises(InvalidModel) as err:
+            await plan(hf_front, model)
+        assert "v1/Odd-Q4_K_M.gguf" in err.value.message and "v2/Odd-Q4_K_M.gguf" in err.value.message
+    assert names(await plan(hf_front, f"{repo}/v2/Odd-Q4_K_M.gguf")) == ["v2/Odd-Q4_K_M.gguf"]
+
+
+async def test_a_split_model_missing_a_part_is_refused(hf_front, odd_repos):
+    with pytest.raises(ModelNotFound) as err:
+        await plan(hf_front, f"{odd_repos['twice'].repo_id}:Q6_K")
+    assert "lacks 1 part" in err.value.message
+
+
+async def test_a_repo_with_one_unlabeled_file_gives_that_file(hf_front, odd_repos):
+    p = await plan(hf_front, odd_repos["unlabeled"].repo_id)
+    assert names(p) == ["model.gguf"]
+    assert "only GGUF model" in p.notes[0]

@@ -186,7 +186,7 @@ def group_quantizations(files: list[HfFile]) -> tuple[list[Quantization], list[H
             projectors.append(f)
             continue
         match = _SPLIT.match(PurePosixPath(f.path).name)
-        if match and int(match.group("count")) >= 1:
+        if match:
             key = (f.path[: len(f.path) - len(match.group(0))] + match.group("stem"), int(match.group("count")))
             splits.setdefault(key, {})[int(match.group("part"))] = f
         else:
@@ -370,7 +370,6 @@ class GgufProvider(HuggingFaceProvider):
             plan.notes = [f"{self.repo_id} has no GGUF files: the MLX model comes whole"]
             return plan
         selection = select_gguf(self.ref, hf.files, mmproj=self.with_mmproj)
-        self.check_placement(selection)
         keep = [f.path for f in selection.files]
         items = {item.name: item for item in plan.items}
         plan.items = [items[p] for p in keep]
@@ -388,9 +387,6 @@ class GgufProvider(HuggingFaceProvider):
             )
         )
         return plan
-
-    def check_placement(self, selection: GgufSelection) -> None:
-        """Refuse selections the destination cannot hold (LM Studio flattens paths)."""
 
     # -- messages -------------------------------------------------------------
     def starting_message(self, plan: Plan) -> str:
@@ -460,17 +456,6 @@ class LmStudioProvider(GgufProvider):
                 item.local, item.present_bytes = True, f.size
             else:  # other content under that name: none of it counts
                 item.local, item.present_bytes = False, 0
-
-    def check_placement(self, selection: GgufSelection) -> None:
-        seen: dict[str, str] = {}
-        for f in selection.files:
-            name = LmStudioStore.place(f.path)
-            if name in seen:
-                raise InvalidModel(
-                    f"{seen[name]!r} and {f.path!r} would both be {name!r} in LM Studio's folder; "
-                    f"name one file: {self.repo_id}/<path>.gguf, or mmproj=false"
-                )
-            seen[name] = f.path
 
 
 def _has_digest(path: Path, digest: str, size: int, cancel: threading.Event) -> bool:
