@@ -68,9 +68,27 @@ class ProgressTracker:
         self._present: dict[str, int] = {}
         self._sizes: dict[str, int] = {}
         self._fixed_total = total
-        self.current: str | None = None
+        self._active: list[str] = []
+        self._current: str | None = None
         self.verifying: str | None = None
         self.message: str | None = None
+
+    @property
+    def current(self) -> str | None:
+        """The file or layer bytes are arriving for (the latest one still active)."""
+        return self._active[-1] if self._active else self._current
+
+    @current.setter
+    def current(self, key: str | None) -> None:
+        self._current = key
+
+    def begin(self, key: str) -> None:
+        """Bytes of ``key`` start arriving."""
+        self._active.append(key)
+
+    def end(self, key: str) -> None:
+        if key in self._active:
+            self._active.remove(key)
 
     def declare(self, key: str, size: int | None, present: int = 0) -> None:
         """Announce a file or layer (its size may become known only now)."""

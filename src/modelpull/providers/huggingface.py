@@ -289,7 +289,11 @@ class HuggingFaceProvider(Provider):
         if code == "RevisionNotFound":
             return RevisionNotFound(f"{self.repo_id} has no revision {self.revision!r}")
         if code == "EntryNotFound":
-            return ModelNotFound(f"a file of {self.repo_id} vanished from {self.endpoint}")
+            path = response.url.path.split("/resolve/", 1)[-1].partition("/")[2] or "a file"
+            return ModelNotFound(
+                f"{path} of {self.repo_id} is no longer on {self.endpoint} (it changed since the "
+                "plan); run the download again"
+            )
         if response.status == 401:
             return self._auth_required()
         return None

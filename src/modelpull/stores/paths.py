@@ -25,7 +25,10 @@ def safe_relative(path: str) -> PurePosixPath:
 
 def join_inside(root: Path, relative: str) -> Path:
     target = root.joinpath(*safe_relative(relative).parts)
+    # ``..`` is already refused; what is left is a symlinked folder inside root.
+    # The target itself may be a symlink (HF snapshots are), so check its folder.
     root_resolved = root.resolve()
-    if root_resolved not in target.resolve().parents and target.resolve() != root_resolved:
+    folder = target.parent.resolve()
+    if folder != root_resolved and root_resolved not in folder.parents:
         raise UnsafeSource(f"the file {relative[:80]!r} would land outside {root}; refusing it")
     return target
