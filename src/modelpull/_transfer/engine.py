@@ -29,6 +29,7 @@ import os
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,10 +145,6 @@ class _State:
         return cls(digest, size, parts)
 
 
-def _first_unfinished(state: _State) -> _Part | None:
-    return next((p for p in sorted(state.parts, key=lambda p: p.start) if not p.finished), None)
-
-
 def _merge_following_parts(state: _State, part: _Part) -> None:
     """The server ignores Range: ``part`` streams on to the end of the file, alone."""
     dropped = [p for p in state.parts if p.start > part.start]
@@ -159,7 +156,7 @@ def _merge_following_parts(state: _State, part: _Part) -> None:
 def present_bytes(transfer: FileTransfer) -> int:
     """Bytes of ``transfer`` already on disk: final file or resumable partial."""
     try:
-        if transfer.dest.stat().st_size == transfer.size:
+        if transfer.trust_existing and transfer.dest.stat().st_size == transfer.size:
             return transfer.size
     except OSError:
         pass
@@ -329,8 +326,19 @@ class TransferEngine:
             # does, the other parts wait (a server or cache that ignores Range would
             # send the whole file to every part).
             state.ranges_ok = asyncio.get_running_loop().create_future()
+        queue = deque(sorted(pending, key=lambda p: p.start))
+
+        async def connection(first: bool) -> None:
+            if not first and state.ranges_ok is not None:
+                await asyncio.shield(state.ranges_ok)
+            while queue:
+                part = queue.popleft()
+                if any(p is part for p in state.parts):  # not merged away meanwhile
+                    await self._run_part(transfer, state, part, fd, hasher)
+
+        connections = max(1, min(self.policy.max_connections, len(pending)))
         try:
-            await run_all(self._run_part(transfer, state, part, fd, hasher) for part in pending)
+            await run_all(connection(i == 0) for i in range(connections))
         finally:
             stop.set()
             saver.cancel()
@@ -342,11 +350,6 @@ class TransferEngine:
     async def _run_part(
         self, transfer: FileTransfer, state: _State, part: _Part, fd: int, hasher: _PrefixHasher
     ) -> None:
-        probe = state.ranges_ok
-        if probe is not None and part is not _first_unfinished(state):
-            await asyncio.shield(probe)
-            if all(p is not part for p in state.parts):
-                return  # merged into the stream of the part before it
         failures = 0
         while not part.finished:
             before = part.done
@@ -657,5 +660,6 @@ def new_session(policy: TransferPolicy, **kwargs: Any) -> aiohttp.ClientSession:
         connector=connector,
         auto_decompress=False,
         trust_env=True,
+        read_bufsize=int(os.environ.get("MP_RBS", 1 << 16)),
         **kwargs,
     )
