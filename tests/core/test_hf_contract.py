@@ -379,3 +379,16 @@ async def test_mlx_without_safetensors_is_incompatible_before_any_weight(olah, h
     assert events[-1].error_code == "incompatible_model"
     assert "safetensors" in events[-1].message
     assert not hf_front.requests(method="GET", path_contains="/resolve/")
+
+
+async def test_a_source_that_stays_silent_ends_as_timeout(hf_front, repo, cache):
+    repo_id, _ = repo
+    hf_front.stall(30, after_bytes=0, repo_id=repo_id, path="model.safetensors", times=None)
+    started = time.monotonic()
+    events, _ = await collect(
+        "hf", repo_id, base_url=hf_front.endpoint, cache_dir=str(cache), stall_timeout=0.5, max_retries=1
+    )
+    assert events[-1].error_code == "timeout", events[-1].message
+    assert "again" in events[-1].message and "model.safetensors" in events[-1].message
+    assert time.monotonic() - started < 10
+    assert len(hf_front.requests(method="GET", file_path="model.safetensors")) == 2

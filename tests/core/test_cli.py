@@ -1,0 +1,101 @@
+"""`modelpull pull`: progress bar on a terminal, --json, --dry-run, exit status."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from tests.core.test_hf_contract import MB, random_bytes
+
+MODELPULL = [sys.executable, "-m", "modelpull.cli"]
+
+
+@pytest.fixture
+def repo(olah):
+    repo_id = f"org/cli-{uuid.uuid4().hex[:8]}"
+    files = {"config.json": b"{}", "model.safetensors": random_bytes(3 * MB, repo_id)}
+    olah.make_repo(repo_id, files)
+    return repo_id, files
+
+
+def run(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([*MODELPULL, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def test_json_prints_one_event_per_line_and_exits_0(hf_front, repo, tmp_path):
+    repo_id, files = repo
+    hf_front.throttle(3 * MB, repo_id=repo_id)
+    out = run("pull", "hf", repo_id, "--base-url", hf_front.endpoint, "--cache-dir", str(tmp_path), "--json")
+    assert out.returncode == 0, out.stderr
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    assert events[0]["status"] == "starting"
+    assert events[-1]["status"] == "complete"
+    assert events[-1]["downloaded_bytes"] == events[-1]["total_bytes"] == sum(map(len, files.values()))
+    assert any(e["status"] == "downloading" for e in events)
+    assert os.path.isdir(events[-1]["path"])
+
+
+def test_error_exits_non_zero_with_the_message(hf_front, tmp_path):
+    out = run("pull", "hf", "org/does-not-exist", "--base-url", hf_front.endpoint, "--cache-dir", str(tmp_path))
+    assert out.returncode != 0
+    assert "not_found" in out.stderr and "org/does-not-exist" in out.stderr
+    out = run("pull", "nosuch", "x")
+    assert out.returncode != 0 and "unsupported_provider" in out.stderr and "huggingface" in out.stderr
+    out = run("pull", "hf", "org/x", "--json", "--base-url", "http://127.0.0.1:9")
+    assert out.returncode != 0
+    assert json.loads(out.stdout.splitlines()[-1])["error_code"] == "connection_failed"
+
+
+def test_dry_run_prints_the_plan_and_downloads_nothing(hf_front, repo, tmp_path):
+    repo_id, files = repo
+    out = run("pull", "hf", repo_id, "--base-url", hf_front.endpoint, "--cache-dir", str(tmp_path), "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert "model.safetensors" in out.stdout and "config.json" in out.stdout
+    assert "3.0 MB" in out.stdout
+    out = run("pull", "hf", repo_id, "--base-url", hf_front.endpoint, "--cache-dir", str(tmp_path), "--dry-run", "--json")
+    plan = json.loads(out.stdout)
+    assert {i["name"]: i["size"] for i in plan["items"]} == {k: len(v) for k, v in files.items()}
+    assert not hf_front.requests(method="GET", path_contains="/resolve/")
+    assert not list(tmp_path.rglob("blobs/*"))
+
+
+def test_terminal_gets_a_progress_bar(hf_front, repo, tmp_path):
+    repo_id, _ = repo
+    hf_front.throttle(2 * MB, repo_id=repo_id)
+    pid, fd = pty.fork()
+    if pid == 0:  # child: a terminal of its own
+        os.environ["COLUMNS"] = "120"
+        os.execv(sys.executable, [*MODELPULL, "pull", "hf", repo_id, "--base-url", hf_front.endpoint,
+                                  "--cache-dir", str(tmp_path)])
+    output = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    _, status = os.waitpid(pid, 0)
+    text = output.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text[-2000:]
+    assert "MB/s" in text or "kB/s" in text  # speed column
+    assert "3.0/3.0 MB" in text or "3.0 MB" in text
+    assert "✓" in text
+
+
+def test_token_from_the_environment_stays_out_of_the_output(hf_front, repo, tmp_path):
+    repo_id, _ = repo
+    token = "hf_CLICANARY" + uuid.uuid4().hex
+    hf_front.require_token(token, repo_id=repo_id)
+    out = run("pull", "hf", repo_id, "--base-url", hf_front.endpoint, "--cache-dir", str(tmp_path), "--json",
+              env={"MODELPULL_TOKEN": token})
+    assert out.returncode == 0, out.stderr
+    assert token not in out.stdout + out.stderr
