@@ -660,6 +660,5 @@ def new_session(policy: TransferPolicy, **kwargs: Any) -> aiohttp.ClientSession:
         connector=connector,
         auto_decompress=False,
         trust_env=True,
-        read_bufsize=int(os.environ.get("MP_RBS", 1 << 16)),
         **kwargs,
     )

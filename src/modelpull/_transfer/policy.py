@@ -16,12 +16,16 @@ class TransferPolicy:
 
     A file is cut into parts of ``size / max_parts`` bytes, clamped to
     ``[min_part_size, max_part_size]``; each part is a ranged request of its own.
+    At most ``max_connections`` parts of one file are fetched at once, in file
+    order, so the file fills from the front and is hashed while it downloads.
     """
 
     name: str = "ollama"
     max_parts: int = 16
     min_part_size: int = 100 * MB
     max_part_size: int = 1000 * MB
+    #: parts of one file fetched at the same time
+    max_connections: int = 16
     #: files fetched at the same time within one download
     max_parallel_files: int = 8
     #: attempts of one part that make no progress before the file fails
@@ -56,15 +60,21 @@ OLLAMA = TransferPolicy()
 #: One connection per file, for servers that dislike parallel ranges.
 SINGLE = TransferPolicy(name="single", max_parts=1, min_part_size=1, max_part_size=1 << 62)
 
+#: Ollama's 16 connections, but over smaller parts taken in file order: the file
+#: fills from the front, so it is hashed while it downloads and a connection
+#: that finishes early takes the next part instead of idling.
+DEFAULT = replace(OLLAMA, name="default", max_parts=64, min_part_size=8 * MB, max_part_size=4000 * MB)
+
 POLICIES: dict[str, TransferPolicy] = {
     "ollama": OLLAMA,
-    "default": replace(OLLAMA, name="default"),
+    "default": DEFAULT,
     "single": SINGLE,
 }
 
 _TUNABLE = {
     "max_parts": int,
     "part_size": int,
+    "max_connections": int,
     "max_parallel_files": int,
     "max_retries": int,
     "stall_timeout": float,
