@@ -57,9 +57,13 @@ def serve(
 ) -> None:
     """Run the download service and its web page (http://127.0.0.1:8000)."""
     try:
+        import uvicorn  # noqa: F401
+
         from .service import ConfigError, ServiceConfig, run
-    except ImportError as exc:
-        raise click.ClickException(str(exc)) from None
+    except ImportError:
+        raise click.ClickException(
+            "the service needs FastAPI and uvicorn: pip install 'modelpull[service]'"
+        ) from None
     config = ServiceConfig(
         host=host, port=port, api_key=api_key or None, cors_origins=list(cors_origins),
         allowed_hosts=list(allowed_hosts), hf_cache_dir=cache_dir, hf_endpoint=hf_endpoint,

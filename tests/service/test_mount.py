@@ -81,3 +81,19 @@ def test_modelpull_serve_downloads_like_a_new_user_would(tmp_path, olah, hf_fron
     log = (tmp_path / "serve.log").read_text()
     assert "Application shutdown complete" in log
     assert "modelpull service on http://127.0.0.1:" in log and f"job {hf} complete" in log
+
+
+def test_core_imports_and_serve_explains_without_the_service_extra():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['fastapi'] = None; sys.modules['uvicorn'] = None\n"
+        "import modelpull, modelpull.inventory, modelpull.cli\n"
+        "from click.testing import CliRunner\n"
+        "result = CliRunner().invoke(modelpull.cli.main, ['serve'])\n"
+        "print(result.exit_code, result.output)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("1 ") and "pip install 'modelpull[service]'" in run.stdout
