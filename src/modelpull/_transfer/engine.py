@@ -60,7 +60,12 @@ log = logging.getLogger("modelpull.transfer")
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 _MAX_REDIRECTS = 10
-_FLUSH_BYTES = 1 << 20
+#: received bytes are written (and count as resumable) every this many bytes per part
+_FLUSH_BYTES = 256 << 10
+#: pwritev takes at most IOV_MAX (1024 on Linux) buffers
+_MAX_IOVEC = 512
+#: how much a response may buffer before reading pauses (aiohttp's default is 64 KiB)
+_READ_BUFFER = 1 << 20
 STATE_SUFFIX = ".parts.json"
 
 
@@ -398,29 +403,32 @@ class TransferEngine:
                 if response.status == 200:
                     _merge_following_parts(state, part)
                 state.ranges_ok.set_result(response.status == 206)
-            buffer = bytearray()
+            # Chunks as received, written together with one pwritev: no copies in between.
+            buffer: list[bytes] = []
+            buffered = 0
             offset = part.done  # where ``buffer`` starts in the file
             skip = part.done if response.status == 200 else 0
             self.tracker.begin(transfer.key)
             try:
-                async for chunk in response.content.iter_any():
+                async for chunk, _ in response.content.iter_chunks():
                     if skip:
                         dropped = min(skip, len(chunk))
                         skip -= dropped
                         chunk = chunk[dropped:]
                         if not chunk:
                             continue
-                    room = part.end - offset - len(buffer)
+                    room = part.end - offset - buffered
                     if room <= 0:
                         break
                     if len(chunk) > room:
                         chunk = chunk[:room]
-                    buffer += chunk
+                    buffer.append(chunk)
+                    buffered += len(chunk)
                     state.received += len(chunk)
                     self.tracker.update(transfer.key, state.received)
-                    if len(buffer) >= _FLUSH_BYTES:
+                    if buffered >= _FLUSH_BYTES or len(buffer) >= _MAX_IOVEC:
                         offset = self._write(transfer, fd, offset, buffer, part, hasher)
-                        buffer = bytearray()
+                        buffer, buffered = [], 0
             except asyncio.TimeoutError:
                 raise _Retry(TransferTimeout(
                     f"the download of {transfer.key} stalled (no data for "
@@ -440,15 +448,20 @@ class TransferEngine:
         transfer: FileTransfer,
         fd: int,
         offset: int,
-        data: bytearray,
+        data: list[bytes],
         part: _Part,
         hasher: _PrefixHasher,
     ) -> int:
-        view = memoryview(data)
-        written = 0
+        total = sum(map(len, data))
         try:
-            while written < len(view):
-                written += os.pwrite(fd, view[written:], offset + written)
+            if len(data) > 1 and hasattr(os, "pwritev"):
+                written = os.pwritev(fd, data, offset)
+            else:
+                written = os.pwrite(fd, data[0], offset) if len(data) == 1 else 0
+            if written < total:  # a short write: finish it piece by piece
+                view = memoryview(b"".join(data))
+                while written < total:
+                    written += os.pwrite(fd, view[written:], offset + written)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise DiskFull(
@@ -456,7 +469,7 @@ class TransferEngine:
                     "the download again: it resumes where it stopped"
                 ) from None
             raise
-        part.done = offset + len(view)
+        part.done = offset + total
         hasher.advanced()
         return part.done
 
@@ -660,5 +673,6 @@ def new_session(policy: TransferPolicy, **kwargs: Any) -> aiohttp.ClientSession:
         connector=connector,
         auto_decompress=False,
         trust_env=True,
+        read_bufsize=_READ_BUFFER,
         **kwargs,
     )
