@@ -89,7 +89,8 @@ async def download_model(
         secrets.extend(prov.secrets)
         dry_run = bool_option(options, "dry_run")
         plan = await prov.plan()
-        tracker = ProgressTracker(plan.total_bytes)
+        # No items: the source announces sizes as it goes (Ollama's server).
+        tracker = ProgressTracker(plan.total_bytes if plan.items else None)
         for item in plan.items:
             tracker.declare(item.name, item.size, item.present_bytes)
         reporter = ProgressReporter(tracker)

@@ -43,6 +43,10 @@ async def test_multi_layer_pull_is_one_monotonic_total(ollama_emulator):
     after_first = [e for e in events if e.downloaded_bytes and e.downloaded_bytes > sizes[0]]
     assert after_first and min(e.percent for e in after_first) > 50
     assert len({e.current for e in events if e.current}) >= 2
+    downloading = [e for e in events if e.status is DownloadStatus.DOWNLOADING and e.total_bytes]
+    assert any(e.percent < 50 for e in downloading), "the bar must not start full"
+    assert all(e.downloaded_bytes <= e.total_bytes for e in downloading)
+    assert not any(e.percent == 100.0 for e in events[:-1])
     for i in range(len(stamps)):
         assert len([t for t in stamps if stamps[i] <= t < stamps[i] + 1.0]) <= 12
     assert ollama_emulator.is_pulled("tiny:1b")
