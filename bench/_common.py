@@ -23,7 +23,7 @@ BENCH = ROOT / "bench"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.servers.registry import (  # noqa: E402
+from tests.servers.registry import (
     CONFIG_V1,
     MANIFEST_V2,
     OLLAMA_MODEL,
@@ -204,7 +204,7 @@ def machine() -> str:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GiB
     import aiohttp
 
-    curl_version = subprocess.run(["curl", "--version"], capture_output=True, text=True).stdout.split()[1]
+    curl_version = subprocess.run(["curl", "--version"], capture_output=True, text=True, check=True).stdout.split()[1]
     load = os.getloadavg()[0]
     return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Linux {platform.release()}, "
             f"Python {platform.python_version()}, aiohttp {aiohttp.__version__}, curl {curl_version}, "
@@ -219,7 +219,7 @@ class BlobRegistry:
         self.registry = DockerRegistry(scratch / "registry")
         self.scratch = scratch
 
-    def __enter__(self) -> "BlobRegistry":
+    def __enter__(self) -> BlobRegistry:
         self.registry.start()
         weights = self.scratch / "weights.bin"
         random_file(weights, self.size)
@@ -227,7 +227,7 @@ class BlobRegistry:
         weights.unlink()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.registry.stop()
         shutil.rmtree(self.registry.workdir, ignore_errors=True)
 

@@ -14,7 +14,19 @@ from __future__ import annotations
 
 import argparse
 
-from _common import GiB, MiB, BlobRegistry, curl, machine, modelpull, rate, remove, settle, summary, workdir
+from _common import (
+    BlobRegistry,
+    GiB,
+    MiB,
+    curl,
+    machine,
+    modelpull,
+    rate,
+    remove,
+    settle,
+    summary,
+    workdir,
+)
 
 
 def main() -> None:

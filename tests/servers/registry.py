@@ -32,7 +32,6 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
 
 import aiohttp
 from aiohttp import web
@@ -96,7 +95,7 @@ class DockerRegistry:
         self.workdir = Path(workdir)
         self.remote = remote
         self.port = 0
-        self.process: Optional[subprocess.Popen[bytes]] = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.workdir / "registry.log"
 
     @property
@@ -107,7 +106,7 @@ class DockerRegistry:
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> "DockerRegistry":
+    def start(self) -> DockerRegistry:
         self.workdir.mkdir(parents=True, exist_ok=True)
         for _ in range(5):
             self.port = free_port()
@@ -121,13 +120,12 @@ class DockerRegistry:
             if self.remote:
                 lines.append(f"proxy: {{remoteurl: {self.remote}}}")
             config.write_text("\n".join(lines) + "\n")
-            log = open(self.log_path, "ab")
             env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-            self.process = subprocess.Popen(
-                [DOCKER_REGISTRY, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, env=env,
-            )
-            log.close()
+            with open(self.log_path, "ab") as log:
+                self.process = subprocess.Popen(
+                    [DOCKER_REGISTRY, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, env=env,
+                )
             if self._wait_ready():
                 return self
             self.stop()
@@ -159,10 +157,10 @@ class DockerRegistry:
                 self.process.wait(5)
         self.process = None
 
-    def __enter__(self) -> "DockerRegistry":
+    def __enter__(self) -> DockerRegistry:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # -- the access log ----------------------------------------------------
@@ -181,9 +179,12 @@ class DockerRegistry:
         found = []
         for entry in self.access_log():
             match = _BLOB_PATH.match(entry.path.split("?")[0])
-            if entry.method == "GET" and match and entry.status in (200, 206):
-                if (digest is None or match["digest"] == digest) and (repo is None or match["repo"] == repo):
-                    found.append(entry)
+            if (
+                entry.method == "GET" and match and entry.status in (200, 206)
+                and (digest is None or match["digest"] == digest)
+                and (repo is None or match["repo"] == repo)
+            ):
+                found.append(entry)
         return found
 
     def has_blob_locally(self, digest: str) -> bool:
@@ -280,13 +281,13 @@ class RegistryFront:
     #: demand ``Authorization: Bearer`` from our own realm on /v2/ requests
     token_auth: bool = False
     #: what the realm requires as ``Basic`` credentials ("user:password"); None = anyone
-    credential: Optional[str] = None
+    credential: str | None = None
     #: realm URL to announce instead of our own ``/token`` (to test foreign realms)
-    realm: Optional[str] = None
+    realm: str | None = None
     #: send blob GETs to this other front with a 307
-    redirect_blobs_to: Optional["RegistryFront"] = None
+    redirect_blobs_to: RegistryFront | None = None
     #: bytes per second per connection for blob bodies (None: as fast as possible)
-    rate: Optional[float] = None
+    rate: float | None = None
     #: digests whose bodies get one byte flipped
     corrupt: set[str] = field(default_factory=set)
     #: path -> (content type, body) served instead of the upstream's answer
@@ -299,10 +300,10 @@ class RegistryFront:
 
     def __post_init__(self) -> None:
         self._tokens: set[str] = set()
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._thread: Optional[threading.Thread] = None
-        self._runner: Optional[web.AppRunner] = None
-        self._session: Optional[aiohttp.ClientSession] = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
         self._ready = threading.Event()
 
     @property
@@ -314,7 +315,7 @@ class RegistryFront:
         return f"{self.host}:{self.port}"
 
     # -- lifecycle ---------------------------------------------------------
-    def start(self) -> "RegistryFront":
+    def start(self) -> RegistryFront:
         self._thread = threading.Thread(target=self._main, name="registry-front", daemon=True)
         self._thread.start()
         if not self._ready.wait(10):
@@ -340,7 +341,7 @@ class RegistryFront:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, 0)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._session = aiohttp.ClientSession(auto_decompress=False, trust_env=False)
 
     async def _astop(self) -> None:
@@ -355,10 +356,10 @@ class RegistryFront:
             self._thread.join(10)
         self._thread = None
 
-    def __enter__(self) -> "RegistryFront":
+    def __enter__(self) -> RegistryFront:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def blob_requests(self) -> list[Seen]:
