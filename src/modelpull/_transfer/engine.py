@@ -64,6 +64,10 @@ _MAX_REDIRECTS = 10
 _FLUSH_BYTES = 256 << 10
 #: pwritev takes at most IOV_MAX (1024 on Linux) buffers
 _MAX_IOVEC = 512
+#: received bytes waiting for the writer thread before the connections pause
+_MAX_QUEUED = 32 << 20
+#: bytes the writer thread hashes back from disk between two writes
+_CATCH_UP_STEP = 32 << 20
 #: how much a response may buffer before reading pauses (aiohttp's default is 64 KiB)
 _READ_BUFFER = 1 << 20
 STATE_SUFFIX = ".parts.json"
@@ -272,12 +276,12 @@ class TransferEngine:
             assert state is not None
             state.received = state.present
             self.tracker.update(transfer.key, state.received)
-            hasher = _PrefixHasher(transfer.digest, transfer.size, fd, state)
+            writer = _DiskWriter(transfer, fd, state)
             try:
-                await self._fetch_parts(transfer, state, fd, hasher)
-                await self._verify(transfer, hasher)
+                await self._fetch_parts(transfer, state, writer)
+                await self._verify(transfer, writer)
             finally:
-                hasher.stop()  # before the file descriptor it reads is closed
+                writer.close()  # queued bytes land on disk before the descriptor closes
         finally:
             os.close(fd)
         os.replace(transfer.partial, transfer.dest)
@@ -310,7 +314,7 @@ class TransferEngine:
             log.debug("could not save part state for %s: %s", transfer.key, exc)
 
     async def _fetch_parts(
-        self, transfer: FileTransfer, state: _State, fd: int, hasher: _PrefixHasher
+        self, transfer: FileTransfer, state: _State, writer: _DiskWriter
     ) -> None:
         pending = [p for p in state.parts if not p.finished]
         if not pending:
@@ -339,7 +343,7 @@ class TransferEngine:
             while queue:
                 part = queue.popleft()
                 if any(p is part for p in state.parts):  # not merged away meanwhile
-                    await self._run_part(transfer, state, part, fd, hasher)
+                    await self._run_part(transfer, state, part, writer)
 
         connections = max(1, min(self.policy.max_connections, len(pending)))
         try:
@@ -353,13 +357,16 @@ class TransferEngine:
     # ------------------------------------------------------------------ parts
 
     async def _run_part(
-        self, transfer: FileTransfer, state: _State, part: _Part, fd: int, hasher: _PrefixHasher
+        self, transfer: FileTransfer, state: _State, part: _Part, writer: _DiskWriter
     ) -> None:
         failures = 0
         while not part.finished:
             before = part.done
             try:
-                await self._stream_part(transfer, state, part, fd, hasher)
+                try:
+                    await self._stream_part(transfer, state, part, writer)
+                finally:
+                    await writer.flush()  # part.done is exact before deciding anything
                 if not part.finished:
                     raise _Retry(
                         IncompleteTransfer(
@@ -383,7 +390,7 @@ class TransferEngine:
                 await asyncio.sleep(delay)
 
     async def _stream_part(
-        self, transfer: FileTransfer, state: _State, part: _Part, fd: int, hasher: _PrefixHasher
+        self, transfer: FileTransfer, state: _State, part: _Part, writer: _DiskWriter
     ) -> None:
         headers = {"Range": f"bytes={part.done}-{part.end - 1}", "Accept-Encoding": "identity"}
         url = URL(transfer.url, encoded=True)
@@ -427,7 +434,8 @@ class TransferEngine:
                     state.received += len(chunk)
                     self.tracker.update(transfer.key, state.received)
                     if buffered >= _FLUSH_BYTES or len(buffer) >= _MAX_IOVEC:
-                        offset = self._write(transfer, fd, offset, buffer, part, hasher)
+                        await writer.write(offset, buffer, part)
+                        offset += buffered
                         buffer, buffered = [], 0
             except asyncio.TimeoutError:
                 raise _Retry(TransferTimeout(
@@ -441,37 +449,7 @@ class TransferEngine:
             finally:
                 self.tracker.end(transfer.key)
                 if buffer:
-                    self._write(transfer, fd, offset, buffer, part, hasher)
-
-    def _write(
-        self,
-        transfer: FileTransfer,
-        fd: int,
-        offset: int,
-        data: list[bytes],
-        part: _Part,
-        hasher: _PrefixHasher,
-    ) -> int:
-        total = sum(map(len, data))
-        try:
-            if len(data) > 1 and hasattr(os, "pwritev"):
-                written = os.pwritev(fd, data, offset)
-            else:
-                written = os.pwrite(fd, data[0], offset) if len(data) == 1 else 0
-            if written < total:  # a short write: finish it piece by piece
-                view = memoryview(b"".join(data))
-                while written < total:
-                    written += os.pwrite(fd, view[written:], offset + written)
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise DiskFull(
-                    f"the disk filled up while writing {transfer.key}; free some space and run "
-                    "the download again: it resumes where it stopped"
-                ) from None
-            raise
-        part.done = offset + total
-        hasher.advanced()
-        return part.done
+                    writer.write_nowait(offset, buffer, part)
 
     async def _error_body(self, response: aiohttp.ClientResponse) -> str:
         if response.status in (200, 206):
@@ -553,19 +531,16 @@ class TransferEngine:
 
     # ------------------------------------------------------------------ verify
 
-    async def _verify(self, transfer: FileTransfer, hasher: _PrefixHasher) -> None:
+    async def _verify(self, transfer: FileTransfer, writer: _DiskWriter) -> None:
         self.tracker.verifying = transfer.key
         try:
-            await asyncio.to_thread(hasher.finish)
-        except asyncio.CancelledError:
-            hasher.stop()
-            raise
+            await writer.finish()
         except HashCancelled:
             raise asyncio.CancelledError() from None
         finally:
             if self.tracker.verifying == transfer.key:
                 self.tracker.verifying = None
-        got = hasher.hexdigest()
+        got = writer.hexdigest()
         if got != hex_of(transfer.digest):
             assert transfer.partial is not None
             transfer.partial.unlink(missing_ok=True)
@@ -577,61 +552,191 @@ class TransferEngine:
             )
 
 
-class _PrefixHasher:
-    """Hashes the file in a thread, following its contiguous prefix on disk as parts land.
+class _DiskWriter:
+    """Writes a file's received chunks and hashes them, in one thread beside the event loop.
 
-    The event loop only says "more bytes were written" (:meth:`advanced`); the
-    thread reads them back (from the page cache) and hashes them on another core,
-    so at the end only what lies beyond the prefix is left to hash.
+    The event loop only queues chunks (:meth:`write`); the thread writes them
+    with one ``pwritev`` each, then moves the part's ``done`` forward, so part
+    state never claims bytes that are not on disk. Chunks that extend the
+    file's contiguous prefix are hashed straight from memory; bytes that land
+    ahead of it are read back (from the page cache) once the prefix reaches
+    them. At the end only what is still beyond the prefix is left to hash.
     """
 
-    def __init__(self, digest: str, size: int, fd: int, state: _State) -> None:
-        self._hasher = new_hasher(digest, size)
-        self._size = size
+    def __init__(self, transfer: FileTransfer, fd: int, state: _State) -> None:
+        self._transfer = transfer
         self._fd = fd
         self._state = state
-        self._upto = 0
+        self._loop = asyncio.get_running_loop()
+        self._hasher = new_hasher(transfer.digest, transfer.size)
+        self._upto = 0  # bytes [0, _upto) are hashed
+        self._jobs: deque[tuple[int, list[bytes], _Part, int]] = deque()
+        self._cv = threading.Condition()
+        self._queued = 0
+        self._submitted = 0
+        self._written = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._space = asyncio.Event()
+        self._space.set()
+        self._blocked = False
         self._final = False
-        self._error: BaseException | None = None
-        self._wake = threading.Event()
+        self._stop = False
         self._cancel = threading.Event()
-        self._thread = threading.Thread(target=self._follow, name="modelpull-hash", daemon=True)
+        self.error: BaseException | None = None
+        self._done = self._loop.create_future()
+        self._thread = threading.Thread(target=self._run, name="modelpull-writer", daemon=True)
         self._thread.start()
 
-    def advanced(self) -> None:
-        self._wake.set()
+    # -- the event loop's side ----------------------------------------------
+    def write_nowait(self, offset: int, chunks: list[bytes], part: _Part) -> None:
+        """Queue ``chunks`` for ``offset``; they are written (and hashed) in order."""
+        with self._cv:
+            self._submitted += 1
+            self._jobs.append((offset, chunks, part, self._submitted))
+            self._queued += sum(map(len, chunks))
+            if self._queued >= _MAX_QUEUED:
+                self._blocked = True
+                self._space.clear()
+            self._cv.notify()
 
-    def _follow(self) -> None:
+    async def write(self, offset: int, chunks: list[bytes], part: _Part) -> None:
+        """:meth:`write_nowait`, then wait while too much is queued (the disk is slower)."""
+        self._raise_error()
+        self.write_nowait(offset, chunks, part)
+        if not self._space.is_set():
+            await self._space.wait()
+        self._raise_error()
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is on disk."""
+        with self._cv:
+            if self._written >= self._submitted or self.error is not None:
+                waiter = None
+            else:
+                waiter = self._loop.create_future()
+                self._waiters.append((self._submitted, waiter))
+        if waiter is not None:
+            await asyncio.shield(waiter)
+        self._raise_error()
+
+    async def finish(self) -> None:
+        """Write and hash everything (the rest of the file from disk); raise what went wrong."""
+        await self.flush()
+        with self._cv:
+            self._final = True
+            self._cv.notify()
         try:
-            while not self._cancel.is_set():
-                self._wake.wait(0.5)
-                self._wake.clear()
-                end = self._size if self._final else _contiguous_end(self._state)
-                if end > self._upto:
-                    hash_fd_range(self._fd, self._upto, end, self._hasher, self._cancel)
-                    self._upto = end
-                if self._final and self._upto >= self._size:
-                    return
-        except BaseException as exc:  # noqa: BLE001 - handed to finish()
-            self._error = exc
+            await asyncio.shield(self._done)
+        except asyncio.CancelledError:
+            self._cancel.set()
+            raise
+        self._raise_error()
 
-    def finish(self) -> None:
-        """Hash whatever is left (blocking: run it in a thread)."""
-        self._final = True
-        self._wake.set()
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        if self._cancel.is_set():
-            raise HashCancelled()
-
-    def stop(self) -> None:
+    def close(self) -> None:
+        """Write what is queued, stop the thread (interrupting any hashing), and wait for it."""
         self._cancel.set()
-        self._wake.set()
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
         self._thread.join()
 
     def hexdigest(self) -> str:
         return str(self._hasher.hexdigest())
+
+    def _raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    # -- the thread ------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._work()
+        except BaseException as exc:  # noqa: BLE001 - reported to the event loop
+            self.error = self.error or exc
+        finally:
+            with self._cv:
+                waiters, self._waiters = self._waiters, []
+            for _, waiter in waiters:
+                self._loop.call_soon_threadsafe(_resolve, waiter)
+            self._loop.call_soon_threadsafe(_resolve, self._done)
+            self._loop.call_soon_threadsafe(self._space.set)
+
+    def _work(self) -> None:
+        while True:
+            with self._cv:
+                while not (self._jobs or self._stop or self._final or self._behind()):
+                    self._cv.wait(0.5)
+                job = self._jobs.popleft() if self._jobs else None
+                if job is None and self._stop:
+                    return
+                if job is None and self._final:
+                    break
+            if job is not None:
+                self._write(*job)
+            elif not self._cancel.is_set():
+                self._catch_up(_CATCH_UP_STEP)
+        hash_fd_range(self._fd, self._upto, self._transfer.size, self._hasher, self._cancel)
+        self._upto = self._transfer.size
+
+    def _behind(self) -> bool:
+        return not self._cancel.is_set() and _contiguous_end(self._state) > self._upto
+
+    def _write(self, offset: int, chunks: list[bytes], part: _Part, number: int) -> None:
+        total = sum(map(len, chunks))
+        if self.error is None:
+            try:
+                _pwrite_all(self._fd, chunks, offset, total)
+            except OSError as exc:
+                self.error = _write_error(exc, self._transfer)
+            else:
+                part.done = offset + total
+                if offset == self._upto:
+                    for chunk in chunks:
+                        self._hasher.update(chunk)
+                    self._upto += total
+        with self._cv:
+            self._queued -= total
+            self._written = number
+            ready = [w for n, w in self._waiters if n <= number or self.error is not None]
+            self._waiters = [(n, w) for n, w in self._waiters if w not in ready]
+            unblock = self._blocked and self._queued < _MAX_QUEUED // 2
+            if unblock:
+                self._blocked = False
+        for waiter in ready:
+            self._loop.call_soon_threadsafe(_resolve, waiter)
+        if unblock:
+            self._loop.call_soon_threadsafe(self._space.set)
+
+    def _catch_up(self, limit: int) -> None:
+        end = min(_contiguous_end(self._state), self._upto + limit)
+        if end > self._upto:
+            hash_fd_range(self._fd, self._upto, end, self._hasher, self._cancel)
+            self._upto = end
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _pwrite_all(fd: int, chunks: list[bytes], offset: int, total: int) -> None:
+    if len(chunks) > 1 and hasattr(os, "pwritev"):
+        written = os.pwritev(fd, chunks, offset)
+    else:
+        written = os.pwrite(fd, chunks[0], offset) if chunks else 0
+    if written < total:  # a short write: finish it piece by piece
+        view = memoryview(b"".join(chunks))
+        while written < total:
+            written += os.pwrite(fd, view[written:], offset + written)
+
+
+def _write_error(exc: OSError, transfer: FileTransfer) -> BaseException:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(
+            f"the disk filled up while writing {transfer.key}; free some space and run "
+            "the download again: it resumes where it stopped"
+        )
+    return exc
 
 
 def _contiguous_end(state: _State) -> int:
