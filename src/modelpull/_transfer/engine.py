@@ -68,6 +68,13 @@ _MAX_IOVEC = 512
 _MAX_QUEUED = 32 << 20
 #: bytes the writer thread hashes back from disk between two writes
 _CATCH_UP_STEP = 32 << 20
+#: when the speed of a file's first connection is first judged, then how often again
+_RAMP_FIRST = 0.1
+_RAMP_INTERVAL = 0.2
+#: connections are multiplied by this while each is slow
+_RAMP_FACTOR = 4
+#: parts a lone fast connection adds to each of its requests
+_ALONE_PARTS = 7
 #: how much a response may buffer before reading pauses (aiohttp's default is 64 KiB)
 _READ_BUFFER = 1 << 20
 STATE_SUFFIX = ".parts.json"
@@ -160,6 +167,23 @@ def _merge_following_parts(state: _State, part: _Part) -> None:
     state.received -= sum(p.done - p.start for p in dropped)
     state.parts = [p for p in state.parts if p.start <= part.start]
     part.end = state.size
+
+
+@dataclass
+class _Ramp:
+    """How many connections a file has open, and whether its only one is fast."""
+
+    opened: int = 1
+    alone_and_fast: bool = False
+
+
+def _take_following_parts(state: _State, queue: deque[_Part], part: _Part, count: int) -> None:
+    """Let ``part``'s request also cover up to ``count`` untouched parts queued after it."""
+    while count and queue and queue[0].start == part.end and queue[0].done == queue[0].start:
+        following = queue.popleft()
+        state.parts = [p for p in state.parts if p is not following]
+        part.end = following.end
+        count -= 1
 
 
 def present_bytes(transfer: FileTransfer) -> int:
@@ -336,23 +360,72 @@ class TransferEngine:
             # send the whole file to every part).
             state.ranges_ok = asyncio.get_running_loop().create_future()
         queue = deque(sorted(pending, key=lambda p: p.start))
+        connections = max(1, min(self.policy.max_connections, len(pending)))
+        # Connection i starts when gate i opens: the first at once, the others
+        # when ramp() decides that more connections would be faster.
+        gates = [asyncio.Event() for _ in range(connections)]
+        gates[0].set()
 
-        async def connection(first: bool) -> None:
-            if not first and state.ranges_ok is not None:
-                await asyncio.shield(state.ranges_ok)
+        ramp = _Ramp()
+
+        async def connection(gate: asyncio.Event) -> None:
+            await gate.wait()
             while queue:
                 part = queue.popleft()
-                if any(p is part for p in state.parts):  # not merged away meanwhile
-                    await self._run_part(transfer, state, part, writer)
+                if all(p is not part for p in state.parts):
+                    continue  # merged into the part before it
+                if ramp.alone_and_fast:
+                    _take_following_parts(state, queue, part, _ALONE_PARTS)
+                await self._run_part(transfer, state, part, writer)
 
-        connections = max(1, min(self.policy.max_connections, len(pending)))
+        async def ramp_up() -> None:
+            try:
+                if state.ranges_ok is not None and not await asyncio.shield(state.ranges_ok):
+                    return
+                await self._ramp_up(state, queue, gates, ramp)
+            finally:
+                for gate in gates:  # whoever is left finds the queue empty and returns
+                    gate.set()
+
         try:
-            await run_all(connection(i == 0) for i in range(connections))
+            await run_all([ramp_up(), *(connection(gate) for gate in gates)])
         finally:
             stop.set()
             saver.cancel()
             await asyncio.gather(saver, return_exceptions=True)
             self._save_state(transfer, state)
+
+    async def _ramp_up(
+        self, state: _State, queue: deque[_Part], gates: list[asyncio.Event], ramp: _Ramp
+    ) -> None:
+        """Open more connections (x4 each time) while each one is slower than ``fast_connection``.
+
+        One connection that is already fast (a LAN, loopback) keeps the file in
+        order, so it is hashed from memory as it arrives, and takes several
+        parts per request; slow connections (a CDN that caps each one) are
+        multiplied up to ``max_connections``.
+        """
+        fast = self.policy.fast_connection
+        if fast is None:
+            for gate in gates:
+                gate.set()
+            return
+        loop = asyncio.get_running_loop()
+        last_time, last_bytes = loop.time(), state.received
+        interval = _RAMP_FIRST
+        while queue and ramp.opened < len(gates):
+            await asyncio.sleep(interval)
+            interval = _RAMP_INTERVAL
+            now, got = loop.time(), state.received
+            per_connection = (got - last_bytes) / max(now - last_time, 1e-3) / ramp.opened
+            last_time, last_bytes = now, got
+            ramp.alone_and_fast = ramp.opened == 1 and per_connection >= fast
+            if per_connection >= fast:
+                continue
+            more = min(ramp.opened * (_RAMP_FACTOR - 1), len(gates) - ramp.opened)
+            for gate in gates[ramp.opened:ramp.opened + more]:
+                gate.set()
+            ramp.opened += more
 
     # ------------------------------------------------------------------ parts
 
@@ -360,21 +433,21 @@ class TransferEngine:
         self, transfer: FileTransfer, state: _State, part: _Part, writer: _DiskWriter
     ) -> None:
         failures = 0
-        while not part.finished:
-            before = part.done
+        reached = part.done  # received and queued for the writer
+        while reached < part.end:
+            before = reached
             try:
-                try:
-                    await self._stream_part(transfer, state, part, writer)
-                finally:
-                    await writer.flush()  # part.done is exact before deciding anything
-                if not part.finished:
+                reached = await self._stream_part(transfer, state, part, writer)
+                if reached < part.end:
                     raise _Retry(
                         IncompleteTransfer(
                             f"the server closed the connection early while sending {transfer.key}"
                         )
                     )
             except _Retry as retry:
-                failures = 1 if part.done > before else failures + 1
+                await writer.flush()  # the retry asks for the bytes after part.done: make it exact
+                reached = part.done
+                failures = 1 if reached > before else failures + 1
                 if failures > self.policy.max_retries:
                     raise retry.error from None
                 delay = retry.retry_after
@@ -391,7 +464,8 @@ class TransferEngine:
 
     async def _stream_part(
         self, transfer: FileTransfer, state: _State, part: _Part, writer: _DiskWriter
-    ) -> None:
+    ) -> int:
+        """Fetch the rest of ``part`` into the writer's queue; return the offset reached."""
         headers = {"Range": f"bytes={part.done}-{part.end - 1}", "Accept-Encoding": "identity"}
         url = URL(transfer.url, encoded=True)
         try:
@@ -450,6 +524,7 @@ class TransferEngine:
                 self.tracker.end(transfer.key)
                 if buffer:
                     writer.write_nowait(offset, buffer, part)
+            return offset + buffered
 
     async def _error_body(self, response: aiohttp.ClientResponse) -> str:
         if response.status in (200, 206):

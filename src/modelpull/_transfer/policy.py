@@ -26,6 +26,9 @@ class TransferPolicy:
     max_part_size: int = 1000 * MB
     #: parts of one file fetched at the same time
     max_connections: int = 16
+    #: bytes/s above which one connection counts as fast: no more are opened while
+    #: each is that fast. None opens ``max_connections`` at once (as Ollama does).
+    fast_connection: float | None = None
     #: files fetched at the same time within one download
     max_parallel_files: int = 8
     #: attempts of one part that make no progress before the file fails
@@ -60,10 +63,14 @@ OLLAMA = TransferPolicy()
 #: One connection per file, for servers that dislike parallel ranges.
 SINGLE = TransferPolicy(name="single", max_parts=1, min_part_size=1, max_part_size=1 << 62)
 
-#: Ollama's 16 connections, but over smaller parts taken in file order: the file
-#: fills from the front, so it is hashed while it downloads and a connection
-#: that finishes early takes the next part instead of idling.
-DEFAULT = replace(OLLAMA, name="default", max_parts=64, min_part_size=8 * MB, max_part_size=4000 * MB)
+#: Up to Ollama's 16 connections, but over smaller parts taken in file order (the
+#: file fills from the front, so it is hashed while it downloads, and a
+#: connection that finishes early takes the next part instead of idling), and
+#: only as many connections as help: one fast connection stays alone.
+DEFAULT = replace(
+    OLLAMA, name="default", max_parts=64, min_part_size=8 * MB, max_part_size=4000 * MB,
+    fast_connection=150 * MB,
+)
 
 POLICIES: dict[str, TransferPolicy] = {
     "ollama": OLLAMA,
