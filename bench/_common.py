@@ -132,7 +132,7 @@ def stop(proc: subprocess.Popen[Any]) -> None:
 def settle() -> None:
     """Flush dirty pages so one run's writeback does not slow the next."""
     os.sync()
-    time.sleep(0.5)
+    time.sleep(1.0)
 
 
 def run_json(args: list[str], timeout: float = 1800) -> dict[str, Any]:

@@ -5,7 +5,8 @@
 A docker-registry on 127.0.0.1 serves one Ollama model with a 1 GiB weights
 blob. Each round runs, in turn, ``curl -o`` of the blob and a modelpull pull of
 the model into a fresh Ollama store (every blob fetched, sha256-verified and
-published). Both write into ``--dest`` (default: the temp dir). Prints each
+published). Both write into ``--dest`` (default: the temp dir); each run's
+file is deleted and the page cache flushed (``sync``) before the next. Prints each
 run, the medians, the best runs, and modelpull's throughput as a multiple of
 curl's (goal: >= 0.9). ``--quick`` uses 256 MiB and one round.
 """

@@ -66,8 +66,10 @@ _FLUSH_BYTES = 256 << 10
 _MAX_IOVEC = 512
 #: received bytes waiting for the writer thread before the connections pause
 _MAX_QUEUED = 32 << 20
-#: bytes the writer thread hashes back from disk between two writes
+#: bytes the hasher reads back from disk at a time (between chunks from memory)
 _CATCH_UP_STEP = 32 << 20
+#: written bytes waiting for the hasher in memory; beyond this they are read back later
+_MAX_HASH_QUEUE = 64 << 20
 #: when the speed of a file's first connection is first judged, then how often again
 _RAMP_FIRST = 0.1
 _RAMP_INTERVAL = 0.2
@@ -628,23 +630,20 @@ class TransferEngine:
 
 
 class _DiskWriter:
-    """Writes a file's received chunks and hashes them, in one thread beside the event loop.
+    """Writes a file's received chunks in a thread beside the event loop; a :class:`_Hasher` follows.
 
     The event loop only queues chunks (:meth:`write`); the thread writes them
-    with one ``pwritev`` each, then moves the part's ``done`` forward, so part
-    state never claims bytes that are not on disk. Chunks that extend the
-    file's contiguous prefix are hashed straight from memory; bytes that land
-    ahead of it are read back (from the page cache) once the prefix reaches
-    them. At the end only what is still beyond the prefix is left to hash.
+    with one ``pwritev`` each, then moves the part's ``done`` forward (so part
+    state never claims bytes that are not on disk) and hands the chunks to the
+    hasher, which works in a third thread: receiving, writing and hashing
+    overlap.
     """
 
     def __init__(self, transfer: FileTransfer, fd: int, state: _State) -> None:
         self._transfer = transfer
         self._fd = fd
-        self._state = state
         self._loop = asyncio.get_running_loop()
-        self._hasher = new_hasher(transfer.digest, transfer.size)
-        self._upto = 0  # bytes [0, _upto) are hashed
+        self._hash = _Hasher(transfer, fd, state)
         self._jobs: deque[tuple[int, list[bytes], _Part, int]] = deque()
         self._cv = threading.Condition()
         self._queued = 0
@@ -654,17 +653,14 @@ class _DiskWriter:
         self._space = asyncio.Event()
         self._space.set()
         self._blocked = False
-        self._final = False
         self._stop = False
-        self._cancel = threading.Event()
         self.error: BaseException | None = None
-        self._done = self._loop.create_future()
         self._thread = threading.Thread(target=self._run, name="modelpull-writer", daemon=True)
         self._thread.start()
 
     # -- the event loop's side ----------------------------------------------
     def write_nowait(self, offset: int, chunks: list[bytes], part: _Part) -> None:
-        """Queue ``chunks`` for ``offset``; they are written (and hashed) in order."""
+        """Queue ``chunks`` for ``offset``; they are written in order."""
         with self._cv:
             self._submitted += 1
             self._jobs.append((offset, chunks, part, self._submitted))
@@ -695,28 +691,25 @@ class _DiskWriter:
         self._raise_error()
 
     async def finish(self) -> None:
-        """Write and hash everything (the rest of the file from disk); raise what went wrong."""
+        """Write everything, hash what is left (from disk); raise what went wrong."""
         await self.flush()
-        with self._cv:
-            self._final = True
-            self._cv.notify()
         try:
-            await asyncio.shield(self._done)
+            await asyncio.to_thread(self._hash.finish)
         except asyncio.CancelledError:
-            self._cancel.set()
+            self._hash.cancel.set()
             raise
-        self._raise_error()
 
     def close(self) -> None:
-        """Write what is queued, stop the thread (interrupting any hashing), and wait for it."""
-        self._cancel.set()
+        """Write what is queued, stop both threads (interrupting any hashing), wait for them."""
+        self._hash.cancel.set()
         with self._cv:
             self._stop = True
             self._cv.notify()
         self._thread.join()
+        self._hash.stop()
 
     def hexdigest(self) -> str:
-        return str(self._hasher.hexdigest())
+        return self._hash.hexdigest()
 
     def _raise_error(self) -> None:
         if self.error is not None:
@@ -725,7 +718,14 @@ class _DiskWriter:
     # -- the thread ------------------------------------------------------------
     def _run(self) -> None:
         try:
-            self._work()
+            while True:
+                with self._cv:
+                    while not (self._jobs or self._stop):
+                        self._cv.wait()
+                    if not self._jobs:
+                        return
+                    job = self._jobs.popleft()
+                self._write(*job)
         except BaseException as exc:  # noqa: BLE001 - reported to the event loop
             self.error = self.error or exc
         finally:
@@ -733,28 +733,7 @@ class _DiskWriter:
                 waiters, self._waiters = self._waiters, []
             for _, waiter in waiters:
                 self._loop.call_soon_threadsafe(_resolve, waiter)
-            self._loop.call_soon_threadsafe(_resolve, self._done)
             self._loop.call_soon_threadsafe(self._space.set)
-
-    def _work(self) -> None:
-        while True:
-            with self._cv:
-                while not (self._jobs or self._stop or self._final or self._behind()):
-                    self._cv.wait(0.5)
-                job = self._jobs.popleft() if self._jobs else None
-                if job is None and self._stop:
-                    return
-                if job is None and self._final:
-                    break
-            if job is not None:
-                self._write(*job)
-            elif not self._cancel.is_set():
-                self._catch_up(_CATCH_UP_STEP)
-        hash_fd_range(self._fd, self._upto, self._transfer.size, self._hasher, self._cancel)
-        self._upto = self._transfer.size
-
-    def _behind(self) -> bool:
-        return not self._cancel.is_set() and _contiguous_end(self._state) > self._upto
 
     def _write(self, offset: int, chunks: list[bytes], part: _Part, number: int) -> None:
         total = sum(map(len, chunks))
@@ -765,10 +744,7 @@ class _DiskWriter:
                 self.error = _write_error(exc, self._transfer)
             else:
                 part.done = offset + total
-                if offset == self._upto:
-                    for chunk in chunks:
-                        self._hasher.update(chunk)
-                    self._upto += total
+                self._hash.feed(offset, chunks, total)
         with self._cv:
             self._queued -= total
             self._written = number
@@ -782,11 +758,85 @@ class _DiskWriter:
         if unblock:
             self._loop.call_soon_threadsafe(self._space.set)
 
-    def _catch_up(self, limit: int) -> None:
-        end = min(_contiguous_end(self._state), self._upto + limit)
-        if end > self._upto:
-            hash_fd_range(self._fd, self._upto, end, self._hasher, self._cancel)
-            self._upto = end
+
+class _Hasher:
+    """Hashes a file in its own thread while it is written.
+
+    Chunks that extend the hashed prefix come straight from the writer, in
+    memory; bytes written ahead of the prefix (other parts) are read back from
+    the page cache once the prefix reaches them.
+    """
+
+    def __init__(self, transfer: FileTransfer, fd: int, state: _State) -> None:
+        self._hasher = new_hasher(transfer.digest, transfer.size)
+        self._size = transfer.size
+        self._fd = fd
+        self._state = state
+        self._cv = threading.Condition()
+        self._queue: deque[tuple[list[bytes], int]] = deque()
+        self._queued = 0
+        self._frontier = 0  # end of what is hashed or queued to be
+        self._final = False
+        self.cancel = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="modelpull-hash", daemon=True)
+        self._thread.start()
+
+    def feed(self, offset: int, chunks: list[bytes], total: int) -> None:
+        """Bytes now on disk at ``offset`` (called by the writer thread)."""
+        with self._cv:
+            if offset == self._frontier and self._queued < _MAX_HASH_QUEUE:
+                self._queue.append((chunks, total))
+                self._queued += total
+                self._frontier += total
+            self._cv.notify()
+
+    def finish(self) -> None:
+        """Hash the rest of the file (blocking: run it in a thread); raise what went wrong."""
+        with self._cv:
+            self._final = True
+            self._cv.notify()
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        if self.cancel.is_set():
+            raise HashCancelled()
+
+    def stop(self) -> None:
+        self.cancel.set()
+        with self._cv:
+            self._cv.notify()
+        self._thread.join()
+
+    def hexdigest(self) -> str:
+        return str(self._hasher.hexdigest())
+
+    def _run(self) -> None:
+        try:
+            while not self.cancel.is_set():
+                with self._cv:
+                    while not (self._queue or self.cancel.is_set() or self._final
+                               or _contiguous_end(self._state) > self._frontier):
+                        self._cv.wait(0.5)
+                    if self.cancel.is_set():
+                        return
+                    chunks: list[bytes] | None = None
+                    if self._queue:
+                        chunks, total = self._queue.popleft()
+                        self._queued -= total
+                    else:
+                        end = self._size if self._final else _contiguous_end(self._state)
+                        if end <= self._frontier:
+                            return  # final, and all of it is hashed
+                        start, self._frontier = self._frontier, min(end, self._frontier + _CATCH_UP_STEP)
+                        stop = self._frontier
+                if chunks is not None:
+                    for chunk in chunks:
+                        self._hasher.update(chunk)
+                else:
+                    hash_fd_range(self._fd, start, stop, self._hasher, self.cancel)
+        except BaseException as exc:  # noqa: BLE001 - reported by finish()
+            self.error = exc
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
