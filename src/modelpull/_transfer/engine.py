@@ -60,8 +60,10 @@ log = logging.getLogger("modelpull.transfer")
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 _MAX_REDIRECTS = 10
-#: received bytes are written (and count as resumable) every this many bytes per part
-_FLUSH_BYTES = 256 << 10
+#: received bytes are written (and count as resumable) every this many bytes per
+#: connection, or after this long, whichever comes first
+_FLUSH_BYTES = 1 << 20
+_FLUSH_INTERVAL = 0.05
 #: pwritev takes at most IOV_MAX (1024 on Linux) buffers
 _MAX_IOVEC = 512
 #: received bytes waiting for the writer thread before the connections pause
@@ -489,6 +491,8 @@ class TransferEngine:
             # Chunks as received, written together with one pwritev: no copies in between.
             buffer: list[bytes] = []
             buffered = 0
+            since = 0.0  # when the oldest buffered chunk arrived
+            clock = asyncio.get_running_loop().time
             offset = part.done  # where ``buffer`` starts in the file
             skip = part.done if response.status == 200 else 0
             self.tracker.begin(transfer.key)
@@ -505,11 +509,14 @@ class TransferEngine:
                         break
                     if len(chunk) > room:
                         chunk = chunk[:room]
+                    if not buffer:
+                        since = clock()
                     buffer.append(chunk)
                     buffered += len(chunk)
                     state.received += len(chunk)
                     self.tracker.update(transfer.key, state.received)
-                    if buffered >= _FLUSH_BYTES or len(buffer) >= _MAX_IOVEC:
+                    if (buffered >= _FLUSH_BYTES or len(buffer) >= _MAX_IOVEC
+                            or clock() - since >= _FLUSH_INTERVAL):
                         await writer.write(offset, buffer, part)
                         offset += buffered
                         buffer, buffered = [], 0
