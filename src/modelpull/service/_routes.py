@@ -135,7 +135,7 @@ async def _read_json(request: Request, limit: int) -> Any:
             raise ApiError(413, "body_too_large", f"the request body is larger than {limit} bytes")
     try:
         return json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
         raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
 
 
