@@ -67,11 +67,11 @@ _FLUSH_INTERVAL = 0.05
 #: pwritev takes at most IOV_MAX (1024 on Linux) buffers
 _MAX_IOVEC = 512
 #: received bytes waiting for the writer thread before the connections pause
-_MAX_QUEUED = 32 << 20
+_MAX_QUEUED = 16 << 20
 #: bytes the hasher reads back from disk at a time (between chunks from memory)
 _CATCH_UP_STEP = 32 << 20
 #: written bytes waiting for the hasher in memory; beyond this they are read back later
-_MAX_HASH_QUEUE = 64 << 20
+_MAX_HASH_QUEUE = 16 << 20
 #: when the speed of a file's first connection is first judged, then how often again
 _RAMP_FIRST = 0.1
 _RAMP_INTERVAL = 0.2
