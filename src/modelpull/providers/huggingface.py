@@ -107,7 +107,12 @@ class HuggingFaceProvider(Provider):
         return list(filter_repo_objects(paths, allow_patterns=self.allow, ignore_patterns=self.ignore))
 
     async def plan(self) -> Plan:
-        info = await self._hub_call("model_info", self.repo_id, revision=self.revision, files_metadata=True)
+        # huggingface_hub waits forever for an answer unless given a timeout: a Hub that
+        # accepts the connection and says nothing must not hang the download.
+        info = await self._hub_call(
+            "model_info", self.repo_id, revision=self.revision, files_metadata=True,
+            timeout=self.policy.stall_timeout,
+        )
         commit = getattr(info, "sha", None)
         if not isinstance(commit, str) or not _HEX40.fullmatch(commit):
             raise ServerError(f"{self.endpoint} gave no valid commit for {self.repo_id}")
@@ -165,7 +170,7 @@ class HuggingFaceProvider(Provider):
         from huggingface_hub import get_hf_file_metadata
 
         url = hf_hub_url(self.repo_id, path, revision=commit, endpoint=self.endpoint)
-        meta = get_hf_file_metadata(url, token=self._hf_token())
+        meta = get_hf_file_metadata(url, token=self._hf_token(), timeout=self.policy.stall_timeout)
         if meta.size is None or not meta.etag:
             raise ServerError(f"{self.endpoint} gave no size or ETag for {path}")
         return int(meta.size), meta.etag.strip('"').removeprefix("W/").strip('"')
