@@ -205,6 +205,8 @@ class Source:
     big_size: int
     #: sha256 of the big file (it names the file's blob and partial)
     big_hex: str
+    #: fnmatch pattern of the metadata request made before any file (file list, manifest)
+    meta_path: str
     total_size: int
     #: the folder the provider writes (HF cache or Ollama store)
     store: Path
@@ -269,6 +271,7 @@ def hf_repo_source(olah: Any, hf_front: Any, proxy: FaultProxy, store: Path, siz
         provider="huggingface", model=repo_id, proxy=proxy, base_url=proxy.url,
         options={"cache_dir": str(store)}, token=CANARY,
         big_path="*/resolve/*/model.safetensors", big_size=size, big_hex=sha256(files["model.safetensors"]),
+        meta_path=f"/api/models/{repo_id}/*",
         total_size=sum(len(b) for b in files.values()), store=store,
         expected={name: sha256(data) for name, data in files.items()}, locate=locate,
     )
@@ -293,6 +296,7 @@ def registry_model_source(registry: DockerRegistry, proxy: FaultProxy, store: Pa
         provider="ollama-registry", model=f"{proxy.netloc}/{model.repo}:{model.tag}", proxy=proxy,
         base_url=None, options={"insecure": True, "models_dir": str(store)}, token=None,
         big_path=f"/v2/{model.repo}/blobs/{weights}", big_size=size, big_hex=weights.split(":")[1],
+        meta_path=f"/v2/{model.repo}/manifests/*",
         total_size=model.total_size,
         store=store, expected=expected, locate=locate,
     )

@@ -178,7 +178,7 @@ def _two_big_files(provider: str, olah: Any, hf_front: Any, registry: DockerRegi
     source = Source(
         provider="ollama-registry", model=f"{proxy.netloc}/{repo}:1b", proxy=proxy, base_url=None,
         options={"insecure": True, "models_dir": str(store)}, token=None, big_path=second,
-        big_size=len(second_blob), big_hex=sha256(second_blob), total_size=model.total_size, store=store,
+        big_size=len(second_blob), big_hex=sha256(second_blob), meta_path=f"/v2/{repo}/manifests/*", total_size=model.total_size, store=store,
         expected={d: d.split(":")[1] for d in model.blobs} | {"manifest": sha256(model.manifest)},
         locate=locate,
     )

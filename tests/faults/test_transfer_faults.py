@@ -12,6 +12,8 @@ import itertools
 import time
 from dataclasses import replace
 
+import pytest
+
 from modelpull import POLICIES, DownloadStatus
 
 from .conftest import BIG, FAST, MB, Figures, OllamaSource, Source
@@ -101,6 +103,44 @@ async def test_2_ollama_silent_server_is_a_timeout_and_the_next_pull_completes(
     events = await ollama_source.pull(stall_timeout=1.0)
     assert events[-1].status is COMPLETE, events[-1].message
     figures.record("2-stall", "ollama", stall_timeout=1.0, detected_after_s=round(stalled[0].detected_after, 2))
+
+
+@pytest.mark.parametrize("where", ["metadata", "file"])
+async def test_2_a_source_that_answers_nothing_at_all_is_detected(
+    source: Source, where: str, figures: Figures
+) -> None:
+    """Not a byte, not even a status line: the file list / manifest, or a file request."""
+    path = source.meta_path if where == "metadata" else source.big_path
+    source.proxy.hang(30.0, path=path, times=1)
+
+    started = time.monotonic()
+    events = await source.pull(**FAST)
+    elapsed = time.monotonic() - started
+
+    hung = [e for e in source.proxy.requests(path) if "hang" in e.faults]
+    assert len(hung) == 1 and hung[0].detected_after is not None, hung
+    assert 0.8 <= hung[0].detected_after < 5.0, hung[0].detected_after
+    last = events[-1]
+    if last.status is ERROR:  # a plan is not retried by every provider: one clear error, then a rerun
+        assert where == "metadata" and last.error_code == "timeout", last
+        assert "again" in last.message
+        events = await source.pull(**FAST)
+    assert events[-1].status is COMPLETE, events[-1].message
+    source.verify()
+    figures.record(f"2-silent-{where}", source.provider, stall_timeout=FAST["stall_timeout"],
+                   detected_after_s=round(hung[0].detected_after, 2),
+                   outcome="retried, complete" if last.status is COMPLETE else "timeout error, rerun complete",
+                   seconds=round(elapsed, 2))
+
+
+async def test_2_ollama_server_that_answers_nothing_at_all_is_detected(ollama_source: OllamaSource) -> None:
+    ollama_source.proxy.hang(30.0, path="/api/pull", times=1)
+    events = await ollama_source.pull(stall_timeout=1.0)
+    assert events[-1].error_code == "timeout", events[-1]
+    ollama_source.proxy.wait_idle()
+    hung = ollama_source.proxy.requests("/api/pull")[0]
+    assert hung.detected_after is not None and 0.8 <= hung.detected_after < 5.0
+    assert (await ollama_source.pull(stall_timeout=1.0))[-1].status is COMPLETE
 
 
 # ------------------------------------------------------------------ 3. flipped bytes

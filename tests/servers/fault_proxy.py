@@ -13,7 +13,8 @@ Faults on the way to the client:
 * answers instead of the upstream: :meth:`error` (500/503/429..., optional
   ``Retry-After``), :meth:`respond` (a canned answer: a hostile manifest or
   file list), :meth:`redirect` (to another host), :meth:`reset_mid_header`
-  (part of a status line and headers, then a TCP reset);
+  (part of a status line and headers, then a TCP reset); :meth:`hang` says
+  nothing at all for a while before it forwards;
 * on the response body, counted in body bytes from the start of that
   response: :meth:`cut_after` (TCP reset after N bytes), :meth:`truncate`
   (a clean close after N bytes while the headers announced the full length),
@@ -230,6 +231,11 @@ class FaultProxy:
         """Send the first ``after`` bytes of a response head, then reset the connection."""
         return self._add("reset_header", path, method, times, after=after)
 
+    def hang(self, seconds: float, *, path: str | None = None, method: str | None = None,
+             times: int | None = 1) -> int:
+        """Answer nothing at all (not even a status line) for ``seconds``, then forward."""
+        return self._add("hang", path, method, times, seconds=float(seconds))
+
     def cut_after(self, nbytes: int, *, path: str | None = None, method: str | None = None,
                   times: int | None = 1) -> int:
         """Reset the connection once ``nbytes`` body bytes of a response are out."""
@@ -408,6 +414,10 @@ class FaultProxy:
         try:
             rules = self._matching(method, path)
             for rule in rules:
+                if rule.kind == "hang" and self._consume(rule):
+                    ex.faults.append("hang")
+                    await _Shaper(self, ex, [], reader, writer, False).stall(rule.params["seconds"])
+            for rule in rules:
                 if rule.kind in _ANSWERS and self._consume(rule):
                     return await self._answer(rule, ex, target, writer)
             return await self._forward(ex, method, target, headers, body, rules, reader, writer)
@@ -504,7 +514,7 @@ class FaultProxy:
             await writer.drain()
             if no_body:
                 return True
-            body_rules = [r for r in rules if r.kind not in _ANSWERS]
+            body_rules = [r for r in rules if r.kind not in _ANSWERS and r.kind != "hang"]
             shaper = _Shaper(self, ex, body_rules, client_reader, writer, chunked)
             pieces = _chunked_body(up_reader) if chunked else _plain_body(up_reader, length)
             try:
@@ -568,7 +578,7 @@ class _Shaper:
                 continue
             if rule.kind == "stall":
                 self.ex.faults.append(f"stall@{self.sent}")
-                await self._stall(rule.params["seconds"])
+                await self.stall(rule.params["seconds"])
                 continue
             self.ex.faults.append(f"{rule.kind}@{self.sent}")
             await self.writer.drain()
@@ -579,7 +589,7 @@ class _Shaper:
             return False
         return True
 
-    async def _stall(self, seconds: float) -> None:
+    async def stall(self, seconds: float) -> None:
         """Send nothing for ``seconds``; note when the client gives up meanwhile."""
         self.ex.stall_started = time.monotonic()
         try:
