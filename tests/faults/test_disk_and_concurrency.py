@@ -24,6 +24,7 @@ from .conftest import (
     Capture,
     Figures,
     Source,
+    collect,
     finish,
     hf_repo_source,
     json_lines,
@@ -183,6 +184,21 @@ def _two_big_files(provider: str, olah: Any, hf_front: Any, registry: DockerRegi
         locate=locate,
     )
     return source, f"/v2/{repo}/blobs/sha256:{sha256(first_blob)}", second
+
+
+async def test_7_an_ollama_server_whose_disk_fills_up_is_disk_full(
+    ollama_emulator: Any, make_proxy: Callable[..., FaultProxy]
+) -> None:
+    """The Ollama server writes to its own disk; its words for a full disk become ``disk_full``."""
+    name = f"full{uuid.uuid4().hex[:6]}:1b"
+    ollama_emulator.add_model(name, [2 * MB, 100], bytes_per_sec=8 * MB)
+    ollama_emulator.fail_after(name, MB, error="write /root/.ollama/models/blobs/sha256-0a1b-partial-3: "
+                                               "no space left on device")
+    proxy = make_proxy(ollama_emulator.base_url)
+    events = await collect("ollama", name, base_url=proxy.url)
+    assert events[-1].error_code == "disk_full", events[-1]
+    assert "no space left" in events[-1].message and "again" in events[-1].message
+    assert not ollama_emulator.is_pulled(name)
 
 
 # ------------------------------------------------------------------ 8. two processes at once

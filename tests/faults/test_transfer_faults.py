@@ -117,6 +117,7 @@ async def test_2_a_source_that_answers_nothing_at_all_is_detected(
     events = await source.pull(**FAST)
     elapsed = time.monotonic() - started
 
+    source.proxy.wait_idle()
     hung = [e for e in source.proxy.requests(path) if "hang" in e.faults]
     assert len(hung) == 1 and hung[0].detected_after is not None, hung
     assert 0.8 <= hung[0].detected_after < 5.0, hung[0].detected_after
