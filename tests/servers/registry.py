@@ -296,10 +296,13 @@ class RegistryFront:
     seen: list[Seen] = field(default_factory=list, init=False)
     token_requests: list[dict[str, str]] = field(default_factory=list, init=False)
     served: Counter[str] = field(default_factory=Counter, init=False)
+    #: most blob responses streaming at the same time
+    max_concurrent_blobs: int = field(default=0, init=False)
     port: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         self._tokens: set[str] = set()
+        self._streaming = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -415,19 +418,24 @@ class RegistryFront:
             offset = _range_start(upstream.headers.get("Content-Range"))
             started = time.monotonic()
             sent = 0
-            async for chunk in upstream.content.iter_chunked(64 * 1024):
-                if digest in self.corrupt:
-                    chunk = _flip_first_byte_at_or_after(chunk, offset, 0)
-                await response.write(chunk)
-                offset += len(chunk)
-                sent += len(chunk)
-                if digest:
-                    self.served[digest] += len(chunk)
-                    rate = self.rate
-                    if rate:
-                        ahead = sent / rate - (time.monotonic() - started)
-                        if ahead > 0:
-                            await asyncio.sleep(ahead)
+            self._streaming += 1
+            self.max_concurrent_blobs = max(self.max_concurrent_blobs, self._streaming if digest else 0)
+            try:
+                async for chunk in upstream.content.iter_chunked(64 * 1024):
+                    if digest in self.corrupt:
+                        chunk = _flip_first_byte_at_or_after(chunk, offset, 0)
+                    await response.write(chunk)
+                    offset += len(chunk)
+                    sent += len(chunk)
+                    if digest:
+                        self.served[digest] += len(chunk)
+                        rate = self.rate
+                        if rate:
+                            ahead = sent / rate - (time.monotonic() - started)
+                            if ahead > 0:
+                                await asyncio.sleep(ahead)
+            finally:
+                self._streaming -= 1
             await response.write_eof()
             return response
 
