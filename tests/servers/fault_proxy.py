@@ -40,7 +40,6 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -717,9 +716,4 @@ def _reset(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
-def iter_exchanges(proxies: list[FaultProxy]) -> Iterator[Exchange]:
-    for proxy in proxies:
-        yield from proxy.log
-
-
-__all__ = ["Exchange", "FaultProxy", "iter_exchanges"]
+__all__ = ["Exchange", "FaultProxy"]
