@@ -85,6 +85,12 @@ class HuggingFaceProvider(Provider):
         super().__init__(model, token, base_url, options)
         self.repo_id = parse_hf_repo_id(model)
         self.revision = str_option(self.opts, "revision") or "main"
+        try:  # the cache keeps refs/<revision>: a revision must not lead out of it
+            safe_relative(self.revision)
+        except UnsafeSource:
+            raise InvalidOption(
+                f"option 'revision' must be a branch, tag or commit, got {self.revision[:80]!r}"
+            ) from None
         self.allow = patterns_option(self.opts, "allow_patterns")
         self.ignore = patterns_option(self.opts, "ignore_patterns")
         cache_dir = self.opts.get("cache_dir")

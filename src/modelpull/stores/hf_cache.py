@@ -63,7 +63,7 @@ class HfCacheStore:
             os.replace(tmp, link)
         snapshot.mkdir(parents=True, exist_ok=True)
         if revision != commit:
-            ref = self.folder / "refs" / revision
+            ref = join_inside(self.folder / "refs", revision)
             ref.parent.mkdir(parents=True, exist_ok=True)
             tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
             tmp.write_text(commit)
