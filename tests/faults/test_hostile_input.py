@@ -273,6 +273,32 @@ async def test_11_a_hub_file_list_naming_paths_outside_the_store_is_refused(
     assert not list((tmp_path / "hf-cache").rglob("snapshots/*/*"))
 
 
+@pytest.mark.parametrize("revision", ["../../../../escaped", "/tmp/escaped", "refs/../../../escaped", "a\\b",
+                                      "main\n", ""])
+async def test_11_a_revision_that_names_a_path_is_refused_before_any_network_call(
+    revision: str, olah: Any, hf_front: Any, make_proxy: Callable[..., FaultProxy], tmp_path: Path,
+    start_service: Callable[..., Any],
+) -> None:
+    """The cache keeps ``refs/<revision>``: a revision must never lead outside it, even when
+    a mirror (the caller's base_url) answers for any revision it is asked."""
+    source = hf_repo_source(olah, hf_front, make_proxy(hf_front.endpoint), tmp_path / "a" / "hf-cache")
+    _, info = hub_info(source, hf_front)
+    source.proxy.respond(f"/api/models/{source.model}/revision/*", body=json.dumps(info).encode())
+    before = tree_snapshot(tmp_path)
+    for provider in ("huggingface", "mlx", "gguf"):
+        events = await collect(provider, source.model, token=CANARY, base_url=source.base_url,
+                               cache_dir=str(source.store), revision=revision)
+        assert events[-1].error_code == "invalid_option", (provider, revision, events[-1])
+    assert not source.proxy.log, "a revision naming a path reached the network"
+    assert written_outside(tmp_path, before, [source.store]) == []
+    service = start_service(hf_endpoint=source.base_url)
+    with service.client() as client:
+        answer = client.post("/downloads", json={"provider": "huggingface", "model": source.model,
+                                                 "options": {"revision": revision}})
+        assert answer.status_code == 400 and answer.json()["error_code"] == "invalid_option", answer.text
+    assert not source.proxy.log
+
+
 async def test_11_hub_digests_and_sizes_that_lie(
     olah: Any, hf_front: Any, make_proxy: Callable[..., FaultProxy], tmp_path: Path
 ) -> None:
