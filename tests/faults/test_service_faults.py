@@ -407,3 +407,19 @@ def test_13_a_cli_pull_with_a_token_shows_it_nowhere(tmp_path: Path, capture: Ca
     assert proc.returncode == 1
     assert json.loads(out.splitlines()[-1])["error_code"] == "connection_failed"
     assert CANARY not in out + err
+
+
+def test_13_deleting_a_model_named_like_a_path_touches_nothing_outside(
+    start_service: Callable[..., Any], tmp_path: Path
+) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("still here")
+    service = start_service(ollama_url="http://127.0.0.1:9", ollama_models_dir=str(tmp_path / "ollama"))
+    with service.client() as client:
+        for provider in ("huggingface", "mlx", "lmstudio", "ollama", "gguf"):
+            for name in ("../victim", "..%2F..%2Fvictim", "a/../../victim", "%2e%2e/%2e%2e/victim"):
+                answer = client.delete(f"/models/{provider}/{name}")
+                # refused (4xx) or, once the client normalised the dots away, no such route (3xx/4xx)
+                assert 300 <= answer.status_code < 500, (provider, name, answer.status_code, answer.text)
+    assert (victim / "keep.txt").read_text() == "still here"
