@@ -77,6 +77,8 @@ _RAMP_FIRST = 0.1
 _RAMP_INTERVAL = 0.2
 #: connections are multiplied by this while each is slow
 _RAMP_FACTOR = 4
+#: files up to this size are written and hashed on the event loop, without threads
+_SMALL_FILE = 1 << 20
 #: parts a lone fast connection adds to each of its requests
 _ALONE_PARTS = 7
 #: how much a response may buffer before reading pauses (aiohttp's default is 64 KiB)
@@ -304,7 +306,9 @@ class TransferEngine:
             assert state is not None
             state.received = state.present
             self.tracker.update(transfer.key, state.received)
-            writer = _DiskWriter(transfer, fd, state)
+            # A small file is written and hashed right on the event loop: two
+            # threads per file would cost more than they save.
+            writer = _DiskWriter(transfer, fd, state, threaded=transfer.size > _SMALL_FILE)
             try:
                 await self._fetch_parts(transfer, state, writer)
                 await self._verify(transfer, writer)
@@ -646,11 +650,11 @@ class _DiskWriter:
     overlap.
     """
 
-    def __init__(self, transfer: FileTransfer, fd: int, state: _State) -> None:
+    def __init__(self, transfer: FileTransfer, fd: int, state: _State, threaded: bool = True) -> None:
         self._transfer = transfer
         self._fd = fd
         self._loop = asyncio.get_running_loop()
-        self._hash = _Hasher(transfer, fd, state)
+        self._hash = _Hasher(transfer, fd, state, threaded)
         self._jobs: deque[tuple[int, list[bytes], _Part, int]] = deque()
         self._cv = threading.Condition()
         self._queued = 0
@@ -662,12 +666,17 @@ class _DiskWriter:
         self._blocked = False
         self._stop = False
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="modelpull-writer", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._thread = threading.Thread(target=self._run, name="modelpull-writer", daemon=True)
+            self._thread.start()
 
     # -- the event loop's side ----------------------------------------------
     def write_nowait(self, offset: int, chunks: list[bytes], part: _Part) -> None:
         """Queue ``chunks`` for ``offset``; they are written in order."""
+        if self._thread is None:  # a small file: write (and hash) right here
+            self._write(offset, chunks, part, 0)
+            return
         with self._cv:
             self._submitted += 1
             self._jobs.append((offset, chunks, part, self._submitted))
@@ -700,6 +709,9 @@ class _DiskWriter:
     async def finish(self) -> None:
         """Write everything, hash what is left (from disk); raise what went wrong."""
         await self.flush()
+        if self._thread is None:
+            self._hash.finish()
+            return
         try:
             await asyncio.to_thread(self._hash.finish)
         except asyncio.CancelledError:
@@ -709,10 +721,11 @@ class _DiskWriter:
     def close(self) -> None:
         """Write what is queued, stop both threads (interrupting any hashing), wait for them."""
         self._hash.cancel.set()
-        with self._cv:
-            self._stop = True
-            self._cv.notify()
-        self._thread.join()
+        if self._thread is not None:
+            with self._cv:
+                self._stop = True
+                self._cv.notify()
+            self._thread.join()
         self._hash.stop()
 
     def hexdigest(self) -> str:
@@ -752,6 +765,8 @@ class _DiskWriter:
             else:
                 part.done = offset + total
                 self._hash.feed(offset, chunks, total)
+        if self._thread is None:
+            return
         with self._cv:
             self._queued -= total
             self._written = number
@@ -774,7 +789,7 @@ class _Hasher:
     the page cache once the prefix reaches them.
     """
 
-    def __init__(self, transfer: FileTransfer, fd: int, state: _State) -> None:
+    def __init__(self, transfer: FileTransfer, fd: int, state: _State, threaded: bool = True) -> None:
         self._hasher = new_hasher(transfer.digest, transfer.size)
         self._size = transfer.size
         self._fd = fd
@@ -786,11 +801,19 @@ class _Hasher:
         self._final = False
         self.cancel = threading.Event()
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="modelpull-hash", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._thread = threading.Thread(target=self._run, name="modelpull-hash", daemon=True)
+            self._thread.start()
 
     def feed(self, offset: int, chunks: list[bytes], total: int) -> None:
         """Bytes now on disk at ``offset`` (called by the writer thread)."""
+        if self._thread is None:  # hash in place, in order; the rest is read back at the end
+            if offset == self._frontier:
+                for chunk in chunks:
+                    self._hasher.update(chunk)
+                self._frontier += total
+            return
         with self._cv:
             if offset == self._frontier and self._queued < _MAX_HASH_QUEUE:
                 self._queue.append((chunks, total))
@@ -800,6 +823,10 @@ class _Hasher:
 
     def finish(self) -> None:
         """Hash the rest of the file (blocking: run it in a thread); raise what went wrong."""
+        if self._thread is None:
+            hash_fd_range(self._fd, self._frontier, self._size, self._hasher, self.cancel)
+            self._frontier = self._size
+            return
         with self._cv:
             self._final = True
             self._cv.notify()
@@ -811,9 +838,10 @@ class _Hasher:
 
     def stop(self) -> None:
         self.cancel.set()
-        with self._cv:
-            self._cv.notify()
-        self._thread.join()
+        if self._thread is not None:
+            with self._cv:
+                self._cv.notify()
+            self._thread.join()
 
     def hexdigest(self) -> str:
         return str(self._hasher.hexdigest())
