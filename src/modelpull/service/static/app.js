@@ -152,6 +152,10 @@ function jobCard(id) {
 
 function upsertJob(job) {
   const card = jobCard(job.id);
+  // The POST answer and the live feed race: never let an older view overwrite a newer one.
+  const seq = Number(job.last_event_id || 0);
+  if (seq < Number(card.dataset.seq || 0)) return;
+  card.dataset.seq = String(seq);
   const p = job.progress || {};
   const state = job.state;
   card.className = "card job " + state;
