@@ -70,7 +70,8 @@ _MAX_IOVEC = 512
 _MAX_QUEUED = 16 << 20
 #: bytes the hasher reads back from disk at a time (between chunks from memory)
 _CATCH_UP_STEP = 32 << 20
-#: written bytes waiting for the hasher in memory; beyond this they are read back later
+#: written bytes waiting for the hasher in memory: in-order bytes wait for room, bytes
+#: ahead of the prefix are read back from disk later
 _MAX_HASH_QUEUE = 16 << 20
 #: when the speed of a file's first connection is first judged, then how often again
 _RAMP_FIRST = 0.1
@@ -720,13 +721,12 @@ class _DiskWriter:
 
     def close(self) -> None:
         """Write what is queued, stop both threads (interrupting any hashing), wait for them."""
-        self._hash.cancel.set()
+        self._hash.stop()
         if self._thread is not None:
             with self._cv:
                 self._stop = True
                 self._cv.notify()
             self._thread.join()
-        self._hash.stop()
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
@@ -815,11 +815,15 @@ class _Hasher:
                 self._frontier += total
             return
         with self._cv:
-            if offset == self._frontier and self._queued < _MAX_HASH_QUEUE:
+            # In order: wait for room (the writer, then the connections, slow down to
+            # the hash's pace) rather than read it all back from disk later.
+            while offset == self._frontier and self._queued >= _MAX_HASH_QUEUE and not self.cancel.is_set():
+                self._cv.wait(0.5)
+            if offset == self._frontier:
                 self._queue.append((chunks, total))
                 self._queued += total
                 self._frontier += total
-            self._cv.notify()
+            self._cv.notify_all()
 
     def finish(self) -> None:
         """Hash the rest of the file (blocking: run it in a thread); raise what went wrong."""
@@ -829,7 +833,7 @@ class _Hasher:
             return
         with self._cv:
             self._final = True
-            self._cv.notify()
+            self._cv.notify_all()
         self._thread.join()
         if self.error is not None:
             raise self.error
@@ -840,7 +844,7 @@ class _Hasher:
         self.cancel.set()
         if self._thread is not None:
             with self._cv:
-                self._cv.notify()
+                self._cv.notify_all()
             self._thread.join()
 
     def hexdigest(self) -> str:
@@ -859,6 +863,7 @@ class _Hasher:
                     if self._queue:
                         chunks, total = self._queue.popleft()
                         self._queued -= total
+                        self._cv.notify_all()  # a writer may wait for room
                     else:
                         end = self._size if self._final else _contiguous_end(self._state)
                         if end <= self._frontier:
