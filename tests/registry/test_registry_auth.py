@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
-from modelpull import DownloadStatus, download_model
+from modelpull import POLICIES, DownloadStatus, download_model
 from tests.servers.registry import DockerRegistry, PushedModel, RegistryFront
 
 
@@ -87,3 +88,36 @@ async def test_without_auth_no_authorization_header_is_ever_sent(
                         models_dir=str(models_dir))
     assert events[-1].status is DownloadStatus.COMPLETE
     assert front.seen and all("Authorization" not in s.headers for s in front.seen)
+
+
+async def test_tokens_that_expire_during_the_download_are_fetched_again(
+    front: RegistryFront, registry: DockerRegistry, tmp_path: Path
+) -> None:
+    model = registry.push_tiny(weights=4_000_000)
+    front.token_auth = True
+    front.token_lifetime = 0.5
+    front.rate = 2_000_000
+    # 8 parts of 0.5 MB, two at a time at 2 MB/s each: new requests go on for a second,
+    # long after the first token expired
+    policy = replace(POLICIES["default"], max_connections=2, min_part_size=500_000, max_part_size=500_000)
+    events = await pull(name_on(front, model), insecure=True, models_dir=str(tmp_path / "models"),
+                        policy=policy)
+    assert events[-1].status is DownloadStatus.COMPLETE, events[-1].message
+    assert blobs_match(tmp_path / "models", model)
+    assert len(front.token_requests) >= 2
+
+
+async def test_basic_challenge_with_user_and_password(
+    front: RegistryFront, cdn: RegistryFront, tiny_model: PushedModel, models_dir: Path
+) -> None:
+    front.basic_auth = True
+    front.credential = "bob:hunter2-long"
+    front.redirect_blobs_to = cdn
+    refused = await pull(name_on(front, tiny_model), insecure=True, models_dir=str(models_dir))
+    assert refused[-1].error_code == "auth_required"
+    events = await pull(name_on(front, tiny_model), token="bob:hunter2-long", insecure=True,
+                        models_dir=str(models_dir))
+    assert events[-1].status is DownloadStatus.COMPLETE, events[-1].message
+    assert blobs_match(models_dir, tiny_model)
+    assert all("Authorization" not in s.headers for s in cdn.seen)
+    assert all("hunter2" not in e.message for e in refused + events)

@@ -241,3 +241,25 @@ def test_cli_json_pull(registry: DockerRegistry, tiny_model: PushedModel, models
                  "-o", f"models_dir={models_dir}", "--json")
     assert failed.returncode == 1
     assert json.loads(failed.stdout.splitlines()[-1])["error_code"] == "not_found"
+
+
+async def test_an_image_index_is_not_an_ollama_model(front: RegistryFront, tiny_model: PushedModel,
+                                                     models_dir: Path) -> None:
+    path = f"/v2/{tiny_model.repo}/manifests/{tiny_model.tag}"
+    index = json.dumps({"schemaVersion": 2, "manifests": []}).encode()
+    front.overrides[path] = ("application/vnd.oci.image.index.v1+json", index)
+    events = await pull(name_of(front.netloc, tiny_model), insecure=True, models_dir=str(models_dir))
+    assert events[-1].error_code == "incompatible_model", events[-1].message
+
+
+async def test_a_manifest_that_does_not_match_its_announced_digest_is_refused(
+    front: RegistryFront, tiny_model: PushedModel, models_dir: Path
+) -> None:
+    path = f"/v2/{tiny_model.repo}/manifests/{tiny_model.tag}"
+    tampered = tiny_model.manifest.replace(b'"schemaVersion": 2', b'"schemaVersion":2')
+    front.overrides[path] = ("application/vnd.docker.distribution.manifest.v2+json", tampered)
+    announced = "sha256:" + hashlib.sha256(tiny_model.manifest).hexdigest()
+    front.override_headers[path] = {"Docker-Content-Digest": announced}
+    events = await pull(name_of(front.netloc, tiny_model), insecure=True, models_dir=str(models_dir))
+    assert events[-1].error_code == "server_error", events[-1].message
+    assert not (models_dir / "manifests").exists()

@@ -282,6 +282,10 @@ class RegistryFront:
     token_auth: bool = False
     #: what the realm requires as ``Basic`` credentials ("user:password"); None = anyone
     credential: str | None = None
+    #: demand ``Authorization: Basic <credential>`` on /v2/ requests instead of tokens
+    basic_auth: bool = False
+    #: seconds a token from our realm stays valid (announced as ``expires_in``)
+    token_lifetime: float = 300.0
     #: realm URL to announce instead of our own ``/token`` (to test foreign realms)
     realm: str | None = None
     #: send blob GETs to this other front with a 307
@@ -292,6 +296,8 @@ class RegistryFront:
     corrupt: set[str] = field(default_factory=set)
     #: path -> (content type, body) served instead of the upstream's answer
     overrides: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    #: path -> extra headers sent with an override
+    override_headers: dict[str, dict[str, str]] = field(default_factory=dict)
 
     seen: list[Seen] = field(default_factory=list, init=False)
     token_requests: list[dict[str, str]] = field(default_factory=list, init=False)
@@ -301,7 +307,7 @@ class RegistryFront:
     port: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
-        self._tokens: set[str] = set()
+        self._tokens: dict[str, float] = {}  # token -> when it expires
         self._streaming = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -376,8 +382,8 @@ class RegistryFront:
             if request.headers.get("Authorization") != expected:
                 return web.json_response({"errors": [{"code": "UNAUTHORIZED"}]}, status=401)
         token = secrets.token_hex(16)
-        self._tokens.add(token)
-        return web.json_response({"token": token, "expires_in": 300})
+        self._tokens[token] = time.monotonic() + self.token_lifetime
+        return web.json_response({"token": token, "expires_in": self.token_lifetime})
 
     def _challenge(self, request: web.Request) -> web.StreamResponse:
         match = re.match(r"^/v2/(.+)/(?:manifests|blobs)/", request.path)
@@ -393,11 +399,19 @@ class RegistryFront:
         self.seen.append(Seen(request.method, request.path, dict(request.headers), self.port))
         if self.token_auth and request.path.startswith("/v2/"):
             sent = request.headers.get("Authorization", "")
-            if not sent.startswith("Bearer ") or sent[7:] not in self._tokens:
+            if not sent.startswith("Bearer ") or self._tokens.get(sent[7:], 0) < time.monotonic():
                 return self._challenge(request)
+        if self.basic_auth and request.path.startswith("/v2/"):
+            expected = "Basic " + base64.b64encode((self.credential or "").encode()).decode()
+            if request.headers.get("Authorization") != expected:
+                return web.json_response(
+                    {"errors": [{"code": "UNAUTHORIZED"}]}, status=401,
+                    headers={"WWW-Authenticate": 'Basic realm="front"'},
+                )
         if request.path in self.overrides:
             kind, body = self.overrides[request.path]
-            return web.Response(body=body, headers={"Content-Type": kind})
+            extra = self.override_headers.get(request.path, {})
+            return web.Response(body=body, headers={"Content-Type": kind, **extra})
         blob = _BLOB_PATH.match(request.path)
         if blob and self.redirect_blobs_to is not None and request.method == "GET":
             raise web.HTTPTemporaryRedirect(self.redirect_blobs_to.url + request.path_qs)
