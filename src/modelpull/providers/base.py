@@ -19,7 +19,7 @@ from ..progress import ProgressTracker
 
 #: options every provider that moves bytes itself accepts
 TRANSFER_OPTIONS = frozenset(
-    {"policy", "part_size", "max_parts", "max_parallel_files", "max_retries",
+    {"policy", "part_size", "max_parts", "max_connections", "max_parallel_files", "max_retries",
      "stall_timeout", "connect_timeout"}
 )
 COMMON_OPTIONS = frozenset({"dry_run"})
