@@ -280,10 +280,14 @@ def _ollama_request(url: str, method: str, body: dict[str, Any] | None, timeout:
     return json.loads(raw) if raw.strip() else None
 
 
+def _ollama_source(options: dict[str, Any]) -> str:
+    """Where Ollama models are read: "server", "store", or "auto" (server, else store)."""
+    source = str(options.get("ollama_source") or "auto")
+    return "store" if options.get("ollama_models_dir") and source == "auto" else source
+
+
 def _ollama_models(options: dict[str, Any]) -> list[LocalModel]:
-    source = options.get("ollama_source") or "auto"
-    if options.get("ollama_models_dir") and source == "auto":
-        source = "store"
+    source = _ollama_source(options)
     timeout = float(options.get("timeout") or _DEFAULT_TIMEOUT)
     if source in ("auto", "server"):
         base = _ollama_url(options)
@@ -346,9 +350,7 @@ def _store_models(models_dir: object) -> list[LocalModel]:
 
 def _ollama_delete(model: str, options: dict[str, Any]) -> dict[str, Any]:
     ref = parse_ollama_name(model)
-    source = options.get("ollama_source") or "auto"
-    if options.get("ollama_models_dir") and source == "auto":
-        source = "store"
+    source = _ollama_source(options)
     timeout = float(options.get("timeout") or _DEFAULT_TIMEOUT)
     if source in ("auto", "server"):
         base = _ollama_url(options)

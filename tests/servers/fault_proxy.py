@@ -334,14 +334,8 @@ class FaultProxy:
 
     def wait_idle(self, timeout: float = 5.0) -> bool:
         """Wait until no request is in flight (the log is then final)."""
-        deadline = time.monotonic() + timeout
         with self._idle:
-            while self._inflight:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(left)
-            return True
+            return self._idle.wait_for(lambda: not self._inflight, timeout)
 
     def text(self) -> str:
         """The whole log as text (URLs and flags), for leak scans."""

@@ -409,14 +409,8 @@ class HfFront(BackgroundAiohttpServer):
 
     def wait_idle(self, timeout: float = 5.0) -> bool:
         """Wait until no request is in flight (so the log is final)."""
-        deadline = time.monotonic() + timeout
         with self._idle:
-            while self._inflight:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(left)
-            return True
+            return self._idle.wait_for(lambda: not self._inflight, timeout)
 
     # ------------------------------------------------------------ internals
     def _snapshot(self):

@@ -488,14 +488,8 @@ class OllamaEmulator(BackgroundAiohttpServer):
 
     def wait_idle(self, timeout: float = 5.0) -> bool:
         """Wait until no request is being handled (records final)."""
-        deadline = time.monotonic() + timeout
         with self._cond:
-            while self._inflight:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-            return True
+            return self._cond.wait_for(lambda: not self._inflight, timeout)
 
     def wait_disconnect(self, timeout: float = 5.0) -> PullRecord:
         """Wait for a pull whose client went away; return its record."""
