@@ -175,8 +175,7 @@ async def _pull_rich(events: Any) -> int:
     return 1
 
 
-from . import _cli_service  # noqa: E402,F401  (serve, list, rm)
-
+from . import _cli_service  # noqa: F401  (serve, list, rm)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
