@@ -97,3 +97,23 @@ def test_core_imports_and_serve_explains_without_the_service_extra():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("1 ") and "pip install 'modelpull[service]'" in run.stdout
+
+
+def test_standalone_service_answers_at_the_root_too(service, olah, repo_id):
+    """`modelpull serve` takes `POST /downloads` at its root as well as under /api/models."""
+    olah.make_repo(repo_id, {"config.json": b"{}", "model.safetensors": b"\1" * 100_000})
+    with httpx.Client(base_url=service.url, timeout=30) as client:
+        started = client.post("/downloads", json={"provider": "huggingface", "model": repo_id})
+        assert started.status_code == 201, started.text
+        job_id = started.json()["id"]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            job = client.get(f"/downloads/{job_id}").json()
+            if job["state"] != "running":
+                break
+            time.sleep(0.1)
+        assert job["state"] == "complete", job
+        # one job list, whichever prefix asked
+        listed = {j["id"] for j in client.get("/api/models/downloads").json()["jobs"]}
+        assert job_id in listed
+        assert client.get("/").headers["content-type"].startswith("text/html")

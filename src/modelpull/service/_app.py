@@ -1,4 +1,4 @@
-"""The standalone service: the API under ``/api/models`` and the page at ``/``."""
+"""The standalone service: the API under ``/api/models`` (and at the root), the page at ``/``."""
 
 from __future__ import annotations
 
@@ -50,6 +50,10 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
     @app.get("/ui", include_in_schema=False)
     async def ui(request: Request) -> Response:
         return RedirectResponse("/")
+
+    # The same API (same jobs) at the root too: ``POST /downloads`` works as the
+    # issue and most clients write it; the page itself uses ``/api/models``.
+    app.include_router(create_router(config, state, page=False))
 
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=config.trusted_hosts())
     if config.cors_origins:

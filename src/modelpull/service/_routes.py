@@ -263,8 +263,10 @@ def asset_response(name: str) -> Response:
     return _asset(name)
 
 
-def create_router(config: ServiceConfig | None = None, state: ServiceState | None = None) -> APIRouter:
-    """An APIRouter serving the whole API (and the page under ``/ui``).
+def create_router(
+    config: ServiceConfig | None = None, state: ServiceState | None = None, page: bool = True
+) -> APIRouter:
+    """An APIRouter serving the whole API (and, with ``page``, the page under ``/ui``).
 
     Mount it with ``app.include_router(router, prefix="/api/models")``.
     """
@@ -388,6 +390,9 @@ def create_router(config: ServiceConfig | None = None, state: ServiceState | Non
         result = await asyncio.to_thread(delete_model, provider, model, **config.inventory_options())
         log.info("deleted %s model %s", provider, model)
         return JSONResponse(result)
+
+    if not page:
+        return router
 
     @router.get("/ui", include_in_schema=False)
     async def ui(request: Request) -> Response:
