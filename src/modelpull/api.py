@@ -103,16 +103,22 @@ async def download_model(
             return
         check_free_space(prov.space_needed(plan))
         fetch = asyncio.ensure_future(prov.fetch(plan, tracker))
+        verifying_shown = False
         try:
             while not fetch.done():
                 await asyncio.wait({fetch}, timeout=_TICK)
                 if fetch.done():
                     break
                 total = tracker.total
-                status = DownloadStatus.DOWNLOADING
-                if tracker.verifying and total is not None and tracker.done >= total:
-                    status = DownloadStatus.VERIFYING
-                event = reporter.event(status, prov.progress_message(tracker))
+                all_present = total is not None and tracker.done >= total
+                if all_present and (tracker.verifying or verifying_shown):
+                    what = tracker.verifying or prov.model
+                    event = reporter.event(
+                        DownloadStatus.VERIFYING, f"Verifying {what}", force=not verifying_shown
+                    )
+                    verifying_shown = True
+                else:
+                    event = reporter.event(DownloadStatus.DOWNLOADING, prov.progress_message(tracker))
                 if event is not None:
                     yield _scrub(event, secrets)
             path = fetch.result()
@@ -124,6 +130,12 @@ async def download_model(
                 fetch.exception()  # retrieved: no "never retrieved" warning
         for item in plan.items:
             tracker.update(item.name, item.size or 0)
+        fetched = [item for item in plan.items if not item.local]
+        if fetched and not verifying_shown:
+            # Verification ran while the bytes arrived; say so before the end.
+            count = f"{len(fetched)} file{'s' if len(fetched) > 1 else ''}"
+            message = f"Verified {count} of {prov.model} against their digests"
+            yield _scrub(reporter.event(DownloadStatus.VERIFYING, message, force=True), secrets)
         yield _scrub(reporter.complete(f"Downloaded {prov.model} to {path}", path), secrets)
     except ModelpullError as exc:
         if not started:

@@ -392,3 +392,15 @@ async def test_a_source_that_stays_silent_ends_as_timeout(hf_front, repo, cache)
     assert "again" in events[-1].message and "model.safetensors" in events[-1].message
     assert time.monotonic() - started < 10
     assert len(hf_front.requests(method="GET", file_path="model.safetensors")) == 2
+
+
+async def test_verification_is_reported_before_complete(hf_front, repo, cache):
+    repo_id, _ = repo
+    events, _ = await collect("hf", repo_id, base_url=hf_front.endpoint, cache_dir=str(cache))
+    statuses = [e.status for e in events]
+    assert DownloadStatus.VERIFYING in statuses
+    first_verifying = statuses.index(DownloadStatus.VERIFYING)
+    assert DownloadStatus.DOWNLOADING not in statuses[first_verifying:]
+    assert statuses[-1] is DownloadStatus.COMPLETE
+    again, _ = await collect("hf", repo_id, base_url=hf_front.endpoint, cache_dir=str(cache))
+    assert [e.status for e in again] == [DownloadStatus.STARTING, DownloadStatus.COMPLETE]
