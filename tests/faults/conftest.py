@@ -27,7 +27,6 @@ import random
 import secrets
 import subprocess
 import sys
-import time
 import traceback
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -39,6 +38,7 @@ import pytest
 
 from modelpull import DownloadProgress, DownloadStatus, download_model
 from tests.registry.conftest import registry  # noqa: F401  (the session's docker-registry)
+from tests.servers import wait_until  # noqa: F401  (used by the fault tests)
 from tests.servers.fault_proxy import FaultProxy
 from tests.servers.registry import DockerRegistry
 from tests.service.conftest import start_service  # noqa: F401  (modelpull serve, thread or process)
@@ -374,17 +374,6 @@ def finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[str, str]
 
 def json_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip().startswith("{")]
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, step: float = 0.01) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(step)
 
 
 async def aiter_events(gen: AsyncIterator[DownloadProgress]) -> list[DownloadProgress]:

@@ -32,6 +32,7 @@ import pytest
 import uvicorn
 
 from modelpull.service import ServiceConfig, create_app
+from tests.servers import wait_until
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -247,14 +248,7 @@ def read_ndjson(client: httpx.Client, path: str, **kwargs: Any) -> list[dict[str
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, step: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(step)
+    return wait_until(predicate, timeout, step)
 
 
 def wait_job(client: httpx.Client, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
