@@ -7,7 +7,7 @@ through one async API with honest byte-level progress, resume and verification.
         print(progress.status.value, progress.message, progress.percent)
 """
 
-from ._transfer.policy import POLICIES, TransferPolicy
+from ._transfer import POLICIES, TransferPolicy
 from .api import download_model, plan_download
 from .errors import ERROR_CODES, ModelpullError
 from .plan import Plan, PlanItem

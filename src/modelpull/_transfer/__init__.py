@@ -1,7 +1,12 @@
-"""The HTTP transfer engine: every byte modelpull fetches goes through here."""
+"""The HTTP transfer engine: every byte modelpull fetches goes through here.
+
+This package is the one way in: callers import from ``modelpull._transfer``,
+never from its modules.
+"""
 
 from .auth import Auth, BearerAuth, NoAuth
-from .engine import FileTransfer, TransferEngine
+from .engine import FileTransfer, TransferEngine, new_session, present_bytes
+from .hashing import hash_fd_range, hex_of, new_hasher
 from .policy import POLICIES, TransferPolicy, resolve_policy
 
 __all__ = [
@@ -12,5 +17,10 @@ __all__ = [
     "NoAuth",
     "TransferEngine",
     "TransferPolicy",
+    "hash_fd_range",
+    "hex_of",
+    "new_hasher",
+    "new_session",
+    "present_bytes",
     "resolve_policy",
 ]

@@ -11,8 +11,7 @@ import aiohttp
 
 from .._format import format_bytes
 from .._secrets import Secret
-from .._transfer import TransferPolicy, resolve_policy
-from .._transfer.engine import new_session
+from .._transfer import TransferPolicy, new_session, resolve_policy
 from ..errors import DiskFull, InvalidOption
 from ..plan import Plan
 from ..progress import ProgressTracker

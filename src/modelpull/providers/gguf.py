@@ -40,7 +40,7 @@ from typing import Any
 
 from .._format import format_bytes
 from .._secrets import Secret
-from .._transfer.hashing import hash_fd_range, hex_of, new_hasher
+from .._transfer import hash_fd_range, hex_of, new_hasher
 from ..errors import IncompatibleModel, InvalidModel, ModelNotFound, UnsafeSource
 from ..plan import Plan
 from ..progress import ProgressTracker

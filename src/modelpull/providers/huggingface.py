@@ -16,8 +16,7 @@ from huggingface_hub import errors as hf_errors
 from huggingface_hub.utils._paths import filter_repo_objects
 
 from .._secrets import Secret, as_secret
-from .._transfer import BearerAuth, FileTransfer, TransferEngine
-from .._transfer.engine import present_bytes
+from .._transfer import BearerAuth, FileTransfer, TransferEngine, present_bytes
 from ..errors import (
     AuthRequired,
     ConnectionFailed,
