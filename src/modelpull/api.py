@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from ._secrets import Secret, as_secret, redact
-from .errors import InvalidOption, ModelpullError, UnsupportedProvider
+from .errors import InvalidOption, ModelpullError
 from .plan import Plan
 from .progress import DownloadProgress, DownloadStatus, ProgressReporter, ProgressTracker
-from .providers import ALIASES, PROVIDERS, Provider, provider_names
+from .providers import SOURCES, Provider
 from .providers.base import bool_option, check_free_space
+
+__all__ = [
+    "SOURCES",
+    "check_download",
+    "describe_sources",
+    "download_model",
+    "make_provider",
+    "plan_download",
+    "source_defaults",
+]
 
 log = logging.getLogger("modelpull")
 
@@ -25,23 +35,55 @@ def make_provider(
     provider: object, model: object, token: Any = None, base_url: object = None, **options: Any
 ) -> Provider:
     """Validate everything that can be checked offline and build the provider."""
-    if not isinstance(provider, str) or provider.strip().lower() not in {*PROVIDERS, *ALIASES}:
-        shown = provider if isinstance(provider, str) else type(provider).__name__
-        raise UnsupportedProvider(
-            f"provider {str(shown)[:60]!r} is not supported; use one of: "
-            f"{', '.join(provider_names())} (alias: {', '.join(f'{a}={n}' for a, n in ALIASES.items())})"
+    source = SOURCES.get(provider)
+    allowed = source.option_names
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise InvalidOption(
+            f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for "
+            f"provider {source.name!r}; accepted: {', '.join(sorted(allowed))}"
         )
-    name = provider.strip().lower()
-    cls = PROVIDERS[ALIASES.get(name, name)]
     if base_url is not None and not isinstance(base_url, str):
         raise InvalidOption("base_url must be a string URL")
+    if base_url and source.base_url_help is None:
+        raise InvalidOption(f"provider {source.name!r} takes no base_url")
     try:
         secret = as_secret(token)
     except TypeError:
         raise InvalidOption("token must be a string") from None
     if not isinstance(model, str):
         model = "" if model is None else model
-    return cls(model, secret, base_url or None, options)  # type: ignore[arg-type]
+    return source.build(source, model, secret, base_url or None, options)  # type: ignore[arg-type]
+
+
+def check_download(
+    provider: object, model: object, token: Any = None, base_url: object = None, **options: Any
+) -> str:
+    """Check a download request offline (what :func:`download_model` would refuse at once).
+
+    Returns the source's name (an alias resolved); raises
+    :class:`~modelpull.errors.ModelpullError`. No network call, nothing written.
+    """
+    return make_provider(provider, model, token, base_url, **options).name
+
+
+def source_defaults(provider: str, settings: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """(base_url, options) a download from ``provider`` gets from machine-wide settings.
+
+    ``settings`` maps setting names (``hf_endpoint``, ``hf_cache_dir``,
+    ``ollama_url``, ...: every :class:`~modelpull.providers.Location`) to values.
+    """
+    source = SOURCES.get(provider)
+    base_url = settings.get(source.base_url_setting.name) if source.base_url_setting else None
+    options: dict[str, Any] = {}
+    if source.folder_option and source.folder_setting and settings.get(source.folder_setting.name):
+        options[source.folder_option] = settings[source.folder_setting.name]
+    return base_url or None, options
+
+
+def describe_sources() -> list[dict[str, Any]]:
+    """Every source as people see it (common ones first): names, examples, options."""
+    return [source.describe() for source in SOURCES.by_rank()]
 
 
 async def plan_download(

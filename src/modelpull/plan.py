@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Plan", "PlanItem"]
+__all__ = ["Plan", "PlanDetail", "PlanItem"]
 
 
 @dataclass
@@ -34,6 +34,13 @@ class PlanItem:
         }
 
 
+class PlanDetail:
+    """What a provider keeps between ``plan()`` and ``fetch()`` (URLs, digests, choices).
+
+    Each provider subclasses it; it is not part of the API.
+    """
+
+
 @dataclass
 class Plan:
     """Files or layers, their sizes, what is already local, and where it all goes."""
@@ -45,7 +52,7 @@ class Plan:
     revision: str | None = None
     notes: list[str] = field(default_factory=list)
     #: provider-private details (URLs, digests, store paths); not part of the API
-    detail: Any = field(default=None, repr=False, compare=False)
+    detail: PlanDetail | None = field(default=None, repr=False, compare=False)
 
     @property
     def total_bytes(self) -> int | None:

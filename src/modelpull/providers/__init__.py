@@ -1,32 +1,30 @@
-"""Model sources. Names are part of the public API."""
+"""The sources modelpull downloads from: this registry is the only list of them.
+
+Each source declares itself in its own module (a
+:class:`~modelpull.providers._source.Source`); adding one is its module, its
+tests and one line below. Everything else - the API, the CLI, the service, the
+inventory and the page - reads the declarations from here.
+"""
 
 from __future__ import annotations
 
+from . import gguf, huggingface, ollama_registry, ollama_server
+from ._registry import Registry
+from ._source import LocalModel, Location, Option, Place, Source
 from .base import Provider
-from .gguf import GgufProvider, LmStudioProvider
-from .huggingface import HuggingFaceProvider, MlxProvider
-from .ollama_registry import OllamaRegistryProvider
-from .ollama_server import OllamaServerProvider
 
-PROVIDERS: dict[str, type[Provider]] = {
-    "huggingface": HuggingFaceProvider,
-    "mlx": MlxProvider,
-    "ollama": OllamaServerProvider,
-    "ollama-registry": OllamaRegistryProvider,
-    "gguf": GgufProvider,
-    "lmstudio": LmStudioProvider,
-}
-ALIASES: dict[str, str] = {"hf": "huggingface"}
-
-
-def register(cls: type[Provider], *aliases: str) -> None:
-    PROVIDERS[cls.name] = cls
-    for alias in aliases:
-        ALIASES[alias] = cls.name
+SOURCES = Registry((
+    *huggingface.SOURCES,
+    *gguf.SOURCES,
+    ollama_server.OLLAMA_SERVER,
+    ollama_registry.OLLAMA_REGISTRY,
+))
 
 
 def provider_names() -> list[str]:
-    return sorted(PROVIDERS)
+    """Every source's name (aliases left out), sorted."""
+    return SOURCES.names()
 
 
-__all__ = ["ALIASES", "PROVIDERS", "Provider", "provider_names", "register"]
+__all__ = ["SOURCES", "LocalModel", "Location", "Option", "Place", "Provider", "Registry", "Source",
+           "provider_names"]

@@ -5,9 +5,7 @@ from __future__ import annotations
 import shutil
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from .._format import format_bytes
 from .._secrets import Secret
@@ -15,32 +13,42 @@ from .._transfer import TransferPolicy, new_session, resolve_policy
 from ..errors import DiskFull, InvalidOption
 from ..plan import Plan
 from ..progress import ProgressTracker
+from ._source import Option
 
-#: options every provider that moves bytes itself accepts
-TRANSFER_OPTIONS = frozenset(
-    {"policy", "part_size", "max_parts", "max_connections", "max_parallel_files", "max_retries",
-     "stall_timeout", "connect_timeout"}
+if TYPE_CHECKING:
+    import aiohttp
+
+#: the transfer settings every source that moves bytes itself accepts
+TRANSFER_OPTIONS: tuple[Option, ...] = (
+    Option("policy", "policy", "transfer policy: 'default' (adaptive parts), 'ollama' (up to 16 parts "
+           "of 100 MB-1 GB per file, as Ollama) or 'single' (one connection per file)", "default"),
+    Option("part_size", "int", "bytes per ranged part (fixes the policy's part size)"),
+    Option("max_parts", "int", "at most this many parts per file"),
+    Option("max_connections", "int", "parts of one file fetched at the same time"),
+    Option("max_parallel_files", "int", "files fetched at the same time"),
+    Option("max_retries", "int", "attempts without progress before a file fails"),
+    Option("stall_timeout", "float", "seconds a silent connection may wait before it is retried", 30.0),
+    Option("connect_timeout", "float", "seconds to wait for a connection", 30.0),
 )
-COMMON_OPTIONS = frozenset({"dry_run"})
+#: options every source accepts
+COMMON_OPTIONS: tuple[Option, ...] = (
+    Option("dry_run", "bool", "plan only: list what would be fetched, download nothing", False),
+)
+_TRANSFER_NAMES = frozenset(option.name for option in TRANSFER_OPTIONS)
 
 
 class Provider(ABC):
-    """One source of models. Instances live for one download."""
+    """One download from one source: ``plan()`` then ``fetch()``.
 
-    name: ClassVar[str]
-    #: options this provider accepts besides the common ones
-    options: ClassVar[frozenset[str]] = frozenset()
+    Options were checked against the source's declaration before the provider
+    is built (:func:`modelpull.api.download_model`).
+    """
+
+    name: str
 
     def __init__(
         self, model: str, token: Secret | None, base_url: str | None, options: dict[str, Any]
     ) -> None:
-        allowed = self.options | COMMON_OPTIONS
-        unknown = sorted(set(options) - allowed)
-        if unknown:
-            raise InvalidOption(
-                f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for "
-                f"provider {self.name!r}; accepted: {', '.join(sorted(allowed))}"
-            )
         self.model = model
         self.token = token
         self.base_url = base_url
@@ -48,7 +56,7 @@ class Provider(ABC):
         self._session: aiohttp.ClientSession | None = None
         self.policy: TransferPolicy = resolve_policy(
             self.opts.get("policy"),
-            **{k: self.opts.get(k) for k in TRANSFER_OPTIONS - {"policy"} if k in self.options},
+            **{k: v for k, v in self.opts.items() if k in _TRANSFER_NAMES - {"policy"}},
         )
 
     # -- lifecycle ---------------------------------------------------------

@@ -29,33 +29,39 @@ provider's file choice, and ``path`` is its folder.
 
 from __future__ import annotations
 
-import asyncio
-import fnmatch
-import os
 import re
-import threading
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
 from .._format import format_bytes
 from .._secrets import Secret
-from .._transfer import hash_fd_range, hex_of, new_hasher
 from ..errors import IncompatibleModel, InvalidModel, ModelNotFound, UnsafeSource
-from ..plan import Plan
-from ..progress import ProgressTracker
 from ..refs import parse_hf_repo_id
-from ..stores.hf_cache import HfCacheStore
-from ..stores.lmstudio import LmStudioStore
+from ..stores.lmstudio import lmstudio_store
 from ..stores.paths import safe_relative
-from .base import TRANSFER_OPTIONS, bool_option, str_option
-from .huggingface import MLX_PATTERNS, HfFile, HfPlanDetail, HuggingFaceProvider
+from ._hf_client import HubClient
+from ._places import HF_CACHE, HF_CACHE_DIR, HF_ENDPOINT, hub_repo_of
+from ._repo import RepoFile, RepoProvider, Selection
+from ._source import LocalModel, Location, Option, Place, Settings, Source
+from .base import COMMON_OPTIONS, TRANSFER_OPTIONS, bool_option, str_option
+from .huggingface import (
+    CACHE_DIR,
+    HUB_BASE_URL,
+    LOCAL_DIR,
+    REVISION,
+    hub_revision,
+    hub_store,
+    is_mlx_file,
+)
 
 __all__ = [
     "DEFAULT_ORDER",
-    "GgufProvider",
+    "GGUF",
+    "LMSTUDIO",
+    "SOURCES",
     "GgufRef",
-    "LmStudioProvider",
+    "GgufSelector",
     "Quantization",
     "parse_gguf_ref",
     "quantization_of",
@@ -154,7 +160,7 @@ class Quantization:
     """One loadable model in a GGUF repo: a single file or all parts of a split one."""
 
     label: str | None
-    files: list[HfFile]
+    files: list[RepoFile]
     missing_parts: int = 0
 
     @property
@@ -176,11 +182,11 @@ class Quantization:
         return text
 
 
-def group_quantizations(files: list[HfFile]) -> tuple[list[Quantization], list[HfFile]]:
+def group_quantizations(files: list[RepoFile]) -> tuple[list[Quantization], list[RepoFile]]:
     """Split a repo's GGUF files into models (split parts joined) and projectors."""
     singles: list[Quantization] = []
-    splits: dict[tuple[str, int], dict[int, HfFile]] = {}
-    projectors: list[HfFile] = []
+    splits: dict[tuple[str, int], dict[int, RepoFile]] = {}
+    projectors: list[RepoFile] = []
     for f in files:
         if is_projector(f.path):
             projectors.append(f)
@@ -230,12 +236,12 @@ def _default(quants: list[Quantization]) -> tuple[list[Quantization], str]:
     return list(quants), "the repo's only GGUF model"
 
 
-def choose_projector(projectors: list[HfFile], model: Quantization) -> HfFile | None:
+def choose_projector(projectors: list[RepoFile], model: Quantization) -> RepoFile | None:
     if not projectors:
         return None
     folder = PurePosixPath(model.files[0].path).parent
 
-    def rank(f: HfFile) -> tuple[int, int, int]:
+    def rank(f: RepoFile) -> tuple[int, int, int]:
         label = quantization_of(f.path)
         same_dir = 0 if PurePosixPath(f.path).parent == folder else 1
         if label is not None and label == model.label:
@@ -253,18 +259,18 @@ def choose_projector(projectors: list[HfFile], model: Quantization) -> HfFile | 
 class GgufSelection:
     """What a reference resolved to in one repo."""
 
-    files: list[HfFile]
+    files: list[RepoFile]
     #: the file COMPLETE's ``path`` points at
     main: str
     model: Quantization | None
-    projector: HfFile | None
+    projector: RepoFile | None
     #: how the choice was made, for people
     reason: str
     available: list[Quantization] = field(default_factory=list)
-    projectors: list[HfFile] = field(default_factory=list)
+    projectors: list[RepoFile] = field(default_factory=list)
 
 
-def _listing(quants: list[Quantization], projectors: list[HfFile]) -> str:
+def _listing(quants: list[Quantization], projectors: list[RepoFile]) -> str:
     text = "it has: " + (", ".join(q.describe() for q in quants) or "no GGUF model file")
     if projectors:
         text += "; projector" + ("s" if len(projectors) > 1 else "") + ": " + ", ".join(
@@ -273,7 +279,7 @@ def _listing(quants: list[Quantization], projectors: list[HfFile]) -> str:
     return text
 
 
-def select_gguf(ref: GgufRef, files: list[HfFile], *, mmproj: bool) -> GgufSelection:
+def select_gguf(ref: GgufRef, files: list[RepoFile], *, mmproj: bool) -> GgufSelection:
     """Resolve ``ref`` against a repo's GGUF files (sizes known). Raises typed errors."""
     quants, projectors = group_quantizations(files)
     shown = ref.repo_id + (f":{ref.tag}" if ref.tag else "")
@@ -319,150 +325,175 @@ def select_gguf(ref: GgufRef, files: list[HfFile], *, mmproj: bool) -> GgufSelec
     return GgufSelection(picked, model.files[0].path, model, projector, reason, quants, projectors)
 
 
-@dataclass
-class GgufPlanDetail(HfPlanDetail):
-    selection: GgufSelection | None = None
+class GgufSelector:
+    """One quantization of a GGUF repo (see the module docstring).
 
+    With ``accepts_mlx`` (``lmstudio``), a repo without GGUF files but with MLX
+    weights comes whole, with the ``mlx`` source's file choice.
+    """
 
-class GgufProvider(HuggingFaceProvider):
-    """One quantization of a GGUF repo into the Hugging Face cache."""
+    def __init__(self, ref: GgufRef, mmproj: bool, accepts_mlx: bool = False) -> None:
+        self.ref, self.mmproj, self.accepts_mlx = ref, mmproj, accepts_mlx
 
-    name = "gguf"
-    options = frozenset({"revision", "cache_dir", "local_dir", "mmproj"}) | TRANSFER_OPTIONS
-    #: a repo without GGUF files but with MLX weights is taken whole (``lmstudio``)
-    accepts_mlx = False
-
-    def __init__(self, model: str, token: Secret | None, base_url: str | None, options: dict[str, Any]) -> None:
-        self.ref = parse_gguf_ref(model)
-        super().__init__(self.ref.repo_id, token, base_url, options)
-        self.model = str(model).strip()
-        self.with_mmproj = bool_option(self.opts, "mmproj", True)
-
-    # -- selection ------------------------------------------------------------
-    def select(self, paths: list[str]) -> list[str]:
+    def wanted(self, paths: list[str]) -> list[str]:
         # Every GGUF file is described (sizes) so the choice and the listing can use them.
         gguf = [p for p in paths if p.lower().endswith(".gguf")]
         if gguf or not self.accepts_mlx:
             return gguf
-        return [p for p in paths if any(fnmatch.fnmatch(PurePosixPath(p).name, pat) for pat in MLX_PATTERNS)]
+        return [p for p in paths if is_mlx_file(p)]
 
-    def check_selection(self, files: list[HfFile]) -> None:
-        if any(f.path.lower().endswith(".gguf") for f in files):
-            return
-        if self.accepts_mlx and any(f.path.endswith(".safetensors") for f in files):
-            if self.ref.tag or self.ref.path:
-                raise ModelNotFound(
-                    f"{self.repo_id} is an MLX repo (no GGUF files), so it has no "
-                    f"{self.ref.tag or self.ref.path!r}; it comes whole: use {self.repo_id!r}"
-                )
-            return
-        kinds = "GGUF files or MLX weights" if self.accepts_mlx else "GGUF files"
-        raise IncompatibleModel(
-            f"{self.repo_id} has no {kinds} at revision {self.revision}; for other formats use "
-            "the 'huggingface' or 'mlx' provider"
-        )
-
-    async def plan(self) -> Plan:
-        plan = await super().plan()
-        hf: HfPlanDetail = plan.detail
-        if not any(f.path.lower().endswith(".gguf") for f in hf.files):  # an MLX repo (lmstudio)
-            plan.detail = GgufPlanDetail(hf.repo_id, hf.commit, hf.revision, hf.files, hf.store)
-            plan.notes = [f"{self.repo_id} has no GGUF files: the MLX model comes whole"]
-            return plan
-        selection = select_gguf(self.ref, hf.files, mmproj=self.with_mmproj)
-        keep = [f.path for f in selection.files]
-        items = {item.name: item for item in plan.items}
-        plan.items = [items[p] for p in keep]
-        plan.detail = GgufPlanDetail(
-            hf.repo_id, hf.commit, hf.revision, list(selection.files), hf.store, selection=selection
-        )
-        plan.notes = [selection.reason[:1].upper() + selection.reason[1:]]
+    def choose(self, repo_id: str, revision: str, files: list[RepoFile]) -> Selection:
+        if not any(f.path.lower().endswith(".gguf") for f in files):
+            return self._whole_mlx_repo(repo_id, revision, files)
+        selection = select_gguf(self.ref, files, mmproj=self.mmproj)
+        notes = [selection.reason[:1].upper() + selection.reason[1:]]
         if selection.projector is not None:
-            plan.notes.append(
+            notes.append(
                 f"Projector {selection.projector.path} comes along (option mmproj=false leaves it out)"
             )
-        plan.notes.append(
+        notes.append(
             "Quantizations: " + ", ".join(
                 q.describe() + (" (chosen)" if q is selection.model else "") for q in selection.available
             )
         )
-        return plan
-
-    # -- messages -------------------------------------------------------------
-    def starting_message(self, plan: Plan) -> str:
-        detail = plan.detail
-        selection = detail.selection if isinstance(detail, GgufPlanDetail) else None
-        if selection is None:
-            return super().starting_message(plan)
-        what = selection.model.name if selection.model else PurePosixPath(selection.main).name
-        text = f"Downloading {self.repo_id} {what} from {self.name}: {plan.summary()}"
+        label = selection.model.name if selection.model else PurePosixPath(selection.main).name
+        remark = ""
         if selection.projector is not None:
-            text += f", with projector {PurePosixPath(selection.projector.path).name}"
+            remark += f", with projector {PurePosixPath(selection.projector.path).name}"
         if self.ref.tag is None and self.ref.path is None:
-            text += f"; {selection.reason}"
-        return text
+            remark += f"; {selection.reason}"
+        return Selection(list(selection.files), selection.main, notes, label, remark)
 
-    # -- fetch ----------------------------------------------------------------
-    async def fetch(self, plan: Plan, tracker: ProgressTracker) -> str:
-        where = await super().fetch(plan, tracker)
-        detail = plan.detail
-        selection = detail.selection if isinstance(detail, GgufPlanDetail) else None
-        if selection is None:
-            return where
-        if isinstance(self.store, HfCacheStore):
-            # the snapshot entry is a symlink into blobs/: join, do not resolve
-            return str(Path(where).joinpath(*safe_relative(selection.main).parts))
-        main = next(f for f in detail.files if f.path == selection.main)
-        return str(self.store.slot(main.path, main.etag).final)
-
-
-class LmStudioProvider(GgufProvider):
-    """The same choice, placed where LM Studio lists models; MLX repos come whole."""
-
-    name = "lmstudio"
-    options = frozenset({"revision", "mmproj", "models_dir"}) | TRANSFER_OPTIONS
-    accepts_mlx = True
-
-    def __init__(self, model: str, token: Secret | None, base_url: str | None, options: dict[str, Any]) -> None:
-        super().__init__(model, token, base_url, options)
-        self.lmstudio = LmStudioStore(self.repo_id, str_option(self.opts, "models_dir"))
-        self.store = self.lmstudio
-
-    async def plan(self) -> Plan:
-        plan = await super().plan()
-        await self._adopt_existing(plan)
-        return plan
-
-    async def _adopt_existing(self, plan: Plan) -> None:
-        """A file already in place without our record (LM Studio downloaded it, say)
-        counts as local once its digest matches; otherwise it is fetched and replaced."""
-        detail: HfPlanDetail = plan.detail
-        items = {item.name: item for item in plan.items}
-        for f in detail.files:
-            item = items[f.path]
-            final = self.lmstudio.slot(f.path, f.etag).final
-            if not final.is_file() or final.stat().st_size != f.size:
-                continue
-            if self.lmstudio.is_current(f.path, f.etag, f.size):
-                continue
-            cancel = threading.Event()
-            try:
-                same = await asyncio.to_thread(_has_digest, final, f.digest, f.size, cancel)
-            except asyncio.CancelledError:
-                cancel.set()
-                raise
-            if same:
-                self.lmstudio.publish(detail.commit, [(f.path, f.etag)])
-                item.local, item.present_bytes = True, f.size
-            else:  # other content under that name: none of it counts
-                item.local, item.present_bytes = False, 0
+    def _whole_mlx_repo(self, repo_id: str, revision: str, files: list[RepoFile]) -> Selection:
+        if self.accepts_mlx and any(f.path.endswith(".safetensors") for f in files):
+            if self.ref.tag or self.ref.path:
+                raise ModelNotFound(
+                    f"{repo_id} is an MLX repo (no GGUF files), so it has no "
+                    f"{self.ref.tag or self.ref.path!r}; it comes whole: use {repo_id!r}"
+                )
+            return Selection(files, notes=[f"{repo_id} has no GGUF files: the MLX model comes whole"])
+        kinds = "GGUF files or MLX weights" if self.accepts_mlx else "GGUF files"
+        raise IncompatibleModel(
+            f"{repo_id} has no {kinds} at revision {revision}; for other formats use "
+            "the 'huggingface' or 'mlx' provider"
+        )
 
 
-def _has_digest(path: Path, digest: str, size: int, cancel: threading.Event) -> bool:
-    hasher = new_hasher(digest, size)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        hash_fd_range(fd, 0, size, hasher, cancel)
-    finally:
-        os.close(fd)
-    return bool(hasher.hexdigest() == hex_of(digest))
+# -- the sources -------------------------------------------------------------------------
+def _build_gguf(source: Source, model: str, token: Secret | None, base_url: str | None,
+                options: dict[str, Any]) -> RepoProvider:
+    ref = parse_gguf_ref(model)
+    return RepoProvider(
+        source, str(model).strip(), base_url, options, repo_id=ref.repo_id,
+        revision=hub_revision(options), client=HubClient(base_url, token),
+        selector=GgufSelector(ref, bool_option(options, "mmproj", True)),
+        store=hub_store(ref.repo_id, options),
+    )
+
+
+def _build_lmstudio(source: Source, model: str, token: Secret | None, base_url: str | None,
+                    options: dict[str, Any]) -> RepoProvider:
+    ref = parse_gguf_ref(model)
+    return RepoProvider(
+        source, str(model).strip(), base_url, options, repo_id=ref.repo_id,
+        revision=hub_revision(options), client=HubClient(base_url, token),
+        selector=GgufSelector(ref, bool_option(options, "mmproj", True), accepts_mlx=True),
+        store=lmstudio_store(ref.repo_id, str_option(options, "models_dir")),
+    )
+
+
+MMPROJ = Option("mmproj", "bool", "bring the vision projector (mmproj) along when the repo has one", True)
+GGUF_REFERENCE = "org/repo[:QUANT] or org/repo/path/file.gguf"
+
+GGUF = Source(
+    name="gguf",
+    title="GGUF quantization",
+    summary="One quantization of a GGUF repo on the Hub (Q4_K_M unless a tag names another), into the HF cache.",
+    example="bartowski/Qwen_Qwen3-8B-GGUF:Q4_K_M",
+    reference=GGUF_REFERENCE,
+    parse=parse_gguf_ref,
+    build=_build_gguf,
+    options=(REVISION, CACHE_DIR, LOCAL_DIR, MMPROJ, *TRANSFER_OPTIONS, *COMMON_OPTIONS),
+    base_url_help=HUB_BASE_URL,
+    base_url_setting=HF_ENDPOINT,
+    place=HF_CACHE,
+    folder_option="cache_dir",
+    folder_setting=HF_CACHE_DIR,
+    owns=lambda model: model.format == "gguf",
+    rank=30,
+)
+
+
+# -- LM Studio's models folder -------------------------------------------------------------
+LMSTUDIO_DIR = Location(
+    "lmstudio_dir", "--lmstudio-dir", "LM Studio models folder (default: from LM Studio's settings)."
+)
+
+
+def _lmstudio_folder(settings: Settings) -> str | None:
+    value = settings.get(LMSTUDIO_DIR.key)
+    return str(value) if value else None
+
+
+def _lmstudio_list(settings: Settings) -> list[LocalModel]:
+    from ..stores import lmstudio
+
+    return [
+        LocalModel(
+            provider="",
+            name=str(entry["name"]),
+            size_bytes=int(entry.get("size") or 0),
+            source="lmstudio",
+            path=entry.get("path"),
+            modified=entry.get("modified"),
+            files=len(entry.get("files") or []),
+            mlx=entry.get("format") == "mlx",
+            format=entry.get("format"),
+        )
+        for entry in lmstudio.list_local(models_dir=_lmstudio_folder(settings))
+    ]
+
+
+def _lmstudio_delete(source: Source, model: str, settings: Settings) -> dict[str, Any]:
+    from ..stores import lmstudio
+
+    entry = lmstudio.delete_local(model, models_dir=_lmstudio_folder(settings))
+    return {
+        "provider": source.name,
+        "name": entry.get("name", model),
+        "freed_bytes": int(entry.get("size") or 0),
+        "source": "lmstudio",
+    }
+
+
+LMSTUDIO_PLACE = Place(
+    name="lmstudio",
+    title="LM Studio",
+    locations=(LMSTUDIO_DIR,),
+    list=_lmstudio_list,
+    delete=_lmstudio_delete,
+    same_model=lambda a, b: hub_repo_of(a) == hub_repo_of(b),
+)
+
+LMSTUDIO = Source(
+    name="lmstudio",
+    title="LM Studio",
+    summary="A GGUF quantization (or a whole MLX repo) from the Hub, into the folder LM Studio lists.",
+    example="lmstudio-community/Qwen3-8B-GGUF:Q4_K_M",
+    reference=GGUF_REFERENCE,
+    parse=parse_gguf_ref,
+    build=_build_lmstudio,
+    options=(
+        REVISION, MMPROJ,
+        Option("models_dir", "path", "LM Studio's models folder (default: LM Studio's own setting)"),
+        *TRANSFER_OPTIONS, *COMMON_OPTIONS,
+    ),
+    base_url_help=HUB_BASE_URL,
+    base_url_setting=HF_ENDPOINT,
+    place=LMSTUDIO_PLACE,
+    folder_option="models_dir",
+    folder_setting=LMSTUDIO_DIR,
+    rank=20,
+)
+
+SOURCES = (GGUF, LMSTUDIO)

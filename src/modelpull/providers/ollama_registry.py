@@ -46,7 +46,7 @@ from ..errors import (
     TransferTimeout,
     UnsafeSource,
 )
-from ..plan import Plan, PlanItem
+from ..plan import Plan, PlanDetail, PlanItem
 from ..progress import ProgressTracker
 from ..refs import OLLAMA_DEFAULT_HOST, OllamaName, parse_ollama_name
 from ..stores.ollama_store import (
@@ -56,7 +56,9 @@ from ..stores.ollama_store import (
     blob_hex,
     parse_manifest,
 )
-from .base import TRANSFER_OPTIONS, Provider, bool_option
+from ._places import OLLAMA, OLLAMA_MODELS_DIR
+from ._source import Option, Source
+from .base import COMMON_OPTIONS, TRANSFER_OPTIONS, Provider, bool_option
 
 MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json",
@@ -74,7 +76,7 @@ _MANIFEST_ATTEMPTS = 3
 
 
 @dataclass
-class RegistryPlanDetail:
+class RegistryPlanDetail(PlanDetail):
     name: OllamaName
     registry: str
     manifest: bytes
@@ -108,7 +110,6 @@ class OllamaRegistryProvider(Provider):
     """Ollama models from an OCI registry into Ollama's store."""
 
     name = "ollama-registry"
-    options = frozenset({"insecure", "models_dir"}) | TRANSFER_OPTIONS
 
     def __init__(self, model: str, token: Secret | None, base_url: str | None, options: dict[str, Any]) -> None:
         super().__init__(model, token, base_url, options)
@@ -169,7 +170,8 @@ class OllamaRegistryProvider(Provider):
 
     # -- fetch -------------------------------------------------------------
     async def fetch(self, plan: Plan, tracker: ProgressTracker) -> str:
-        detail: RegistryPlanDetail = plan.detail
+        detail = plan.detail
+        assert isinstance(detail, RegistryPlanDetail)
         engine = TransferEngine(
             self.session, self.policy, tracker, auth=self.auth,
             error_for_response=self._error_for_response,
@@ -320,3 +322,30 @@ def _error_codes(body: str) -> set[str]:
     if not isinstance(errors, list):
         return set()
     return {str(e.get("code")) for e in errors if isinstance(e, dict) and e.get("code")}
+
+
+# -- the declaration -------------------------------------------------------------------
+def _build(source: Any, model: str, token: Any, base_url: str | None, options: dict[str, Any]) -> Provider:
+    return OllamaRegistryProvider(model, token, base_url, options)
+
+
+OLLAMA_REGISTRY = Source(
+    name="ollama-registry",
+    title="Ollama registry",
+    summary="An Ollama model straight from its registry into Ollama's store, no Ollama server needed.",
+    example="gemma3:1b",
+    reference="[host/][namespace/]model[:tag]",
+    parse=parse_ollama_name,
+    build=_build,
+    options=(
+        Option("insecure", "bool", "allow plain http to the registry", False),
+        Option("models_dir", "path", "Ollama's models folder (default OLLAMA_MODELS, else ~/.ollama/models)"),
+        *TRANSFER_OPTIONS,
+        *COMMON_OPTIONS,
+    ),
+    base_url_help="registry mirror for names on the default host (a name with its own host goes there)",
+    place=OLLAMA,
+    folder_option="models_dir",
+    folder_setting=OLLAMA_MODELS_DIR,
+    rank=60,
+)

@@ -29,7 +29,9 @@ from ..errors import (
 from ..plan import Plan
 from ..progress import ProgressTracker
 from ..refs import parse_ollama_name
-from .base import Provider, bool_option
+from ._places import OLLAMA, OLLAMA_URL
+from ._source import Option, Source
+from .base import COMMON_OPTIONS, Provider, bool_option
 
 DEFAULT_OLLAMA = "http://localhost:11434"
 
@@ -71,7 +73,6 @@ def classify_ollama_error(text: str, status: int | None = None) -> ModelpullErro
 
 class OllamaServerProvider(Provider):
     name = "ollama"
-    options = frozenset({"insecure", "stall_timeout", "connect_timeout"})
 
     def __init__(self, model: str, token: Any, base_url: str | None, options: dict[str, Any]) -> None:
         super().__init__(model, token, base_url, options)
@@ -164,3 +165,29 @@ async def _error_text(response: aiohttp.ClientResponse) -> str:
     except ValueError:
         pass
     return raw.strip()[:300] or f"HTTP {response.status}"
+
+
+# -- the declaration -------------------------------------------------------------------
+def _build(source: Any, model: str, token: Any, base_url: str | None, options: dict[str, Any]) -> Provider:
+    return OllamaServerProvider(model, token, base_url, options)
+
+
+OLLAMA_SERVER = Source(
+    name="ollama",
+    title="Ollama server",
+    summary="Asks a running Ollama server to pull the model; modelpull turns its stream into honest progress.",
+    example="gemma3:1b",
+    reference="[host/][namespace/]model[:tag]",
+    parse=parse_ollama_name,
+    build=_build,
+    options=(
+        Option("insecure", "bool", "let the server use plain http to the registry", False),
+        Option("stall_timeout", "float", "seconds the server may stay silent (it is quiet while it verifies)", 600.0),
+        Option("connect_timeout", "float", "seconds to wait for a connection", 30.0),
+        *COMMON_OPTIONS,
+    ),
+    base_url_help="Ollama server (default OLLAMA_HOST, else http://localhost:11434)",
+    base_url_setting=OLLAMA_URL,
+    place=OLLAMA,
+    rank=50,
+)

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
-from ..providers import ALIASES, PROVIDERS
-from ..providers.huggingface import HuggingFaceProvider
-from ..providers.ollama_server import OllamaServerProvider
+from ..api import SOURCES, source_defaults
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -18,7 +15,7 @@ MAX_BODY = 64 * 1024
 API_KEY_ENV = "MODELPULL_API_KEY"
 
 #: options that name a folder on the service's machine
-PATH_OPTIONS = frozenset({"cache_dir", "local_dir", "models_dir", "lmstudio_dir", "dest", "dest_dir"})
+PATH_OPTIONS = SOURCES.path_options()
 
 
 class ConfigError(ValueError):
@@ -34,30 +31,54 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-@dataclass
 class ServiceConfig:
     """What the service serves and who may use it.
 
     ``api_key``: when set, every API call needs ``Authorization: Bearer <key>``.
-    ``hf_cache_dir`` / ``hf_endpoint`` / ``ollama_url`` / ``ollama_models_dir``
-    are the defaults a request gets when it names no source or folder of its own.
-    Clients may not choose folders unless ``allow_client_paths`` is set.
+    The other keyword arguments are the sources' machine-wide settings
+    (``hf_cache_dir``, ``hf_endpoint``, ``ollama_url``, ``ollama_models_dir``,
+    ``lmstudio_dir``, ...: every :class:`~modelpull.providers.Location` a source
+    declares): the defaults a request gets when it names no source or folder of
+    its own. Clients may not choose folders unless ``allow_client_paths`` is set.
     """
 
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
-    api_key: str | None = None
-    cors_origins: list[str] = field(default_factory=list)
-    allowed_hosts: list[str] = field(default_factory=list)
-    hf_cache_dir: str | None = None
-    hf_endpoint: str | None = None
-    ollama_url: str | None = None
-    ollama_models_dir: str | None = None
-    lmstudio_dir: str | None = None
-    allow_client_paths: bool = False
-    keep_finished: float = 3600.0
-    max_running: int = 32
-    max_body: int = MAX_BODY
+    def __init__(
+        self,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        api_key: str | None = None,
+        cors_origins: list[str] | None = None,
+        allowed_hosts: list[str] | None = None,
+        allow_client_paths: bool = False,
+        keep_finished: float = 3600.0,
+        max_running: int = 32,
+        max_body: int = MAX_BODY,
+        **settings: str | None,
+    ) -> None:
+        known = {location.name for location in SOURCES.locations()}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise TypeError(f"unknown service setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        self.host = host
+        self.port = port
+        self.api_key = api_key
+        self.cors_origins = list(cors_origins or [])
+        self.allowed_hosts = list(allowed_hosts or [])
+        self.allow_client_paths = allow_client_paths
+        self.keep_finished = keep_finished
+        self.max_running = max_running
+        self.max_body = max_body
+        self.settings: dict[str, str] = {k: str(v) for k, v in settings.items() if v}
+
+    def __getattr__(self, name: str) -> str | None:
+        # the sources' settings read as attributes: config.hf_cache_dir
+        if name != "settings" and name in {location.name for location in SOURCES.locations()}:
+            return self.settings.get(name)
+        raise AttributeError(name)
+
+    def __repr__(self) -> str:
+        return (f"ServiceConfig(host={self.host!r}, port={self.port!r}, "
+                f"api_key={'***' if self.api_key else None}, settings={self.settings!r})")
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ServiceConfig:
@@ -91,28 +112,12 @@ class ServiceConfig:
 
     def provider_defaults(self, provider: str) -> tuple[str | None, dict[str, Any]]:
         """(base_url, options) a request for ``provider`` gets unless it names its own."""
-        name = ALIASES.get(provider, provider)
-        cls = PROVIDERS.get(name)
-        options: dict[str, Any] = {}
-        base_url: str | None = None
-        if cls is None:
-            return None, options
-        if issubclass(cls, HuggingFaceProvider):
-            base_url = self.hf_endpoint
-            if self.hf_cache_dir and "cache_dir" in cls.options:
-                options["cache_dir"] = self.hf_cache_dir
-        elif issubclass(cls, OllamaServerProvider):
-            base_url = self.ollama_url
-        # models_dir means LM Studio's folder to lmstudio, Ollama's store to the others.
-        folder = self.lmstudio_dir if name == "lmstudio" else self.ollama_models_dir
-        if folder and "models_dir" in cls.options:
-            options["models_dir"] = folder
-        return base_url, options
+        return source_defaults(provider, self.settings)
 
     def inventory_options(self) -> dict[str, Any]:
+        """The settings the inventory reads, under its own names."""
         return {
-            "cache_dir": self.hf_cache_dir,
-            "ollama_url": self.ollama_url,
-            "ollama_models_dir": self.ollama_models_dir,
-            "lmstudio_dir": self.lmstudio_dir,
+            location.key: self.settings[location.name]
+            for location in SOURCES.locations()
+            if not location.serve_only and location.name in self.settings
         }

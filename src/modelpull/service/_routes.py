@@ -21,11 +21,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from .._secrets import as_secret
-from ..api import make_provider
+from ..api import SOURCES, check_download
 from ..errors import ModelpullError
 from ..inventory import delete_model, scan_inventory
-from ..providers import ALIASES, PROVIDERS, provider_names
-from ..refs import parse_ollama_name
 from ._config import PATH_OPTIONS, ServiceConfig
 from ._jobs import Job, JobManager, JobRequest, TooManyJobs
 from ._streams import NDJSON, SSE, feed_events, job_events
@@ -153,7 +151,7 @@ def parse_job_request(data: Any, config: ServiceConfig) -> JobRequest:
     provider, model = data.get("provider"), data.get("model")
     token, base_url, options = data.get("token"), data.get("base_url"), data.get("options")
     if not isinstance(provider, str) or not provider.strip():
-        raise _invalid("'provider' is required: one of " + ", ".join(provider_names()))
+        raise _invalid("'provider' is required: one of " + ", ".join(SOURCES.names()))
     if not isinstance(model, str) or not model.strip():
         raise _invalid("'model' is required, e.g. 'org/name' or 'gemma3:1b'")
     if len(model) > 400:
@@ -178,13 +176,12 @@ def parse_job_request(data: Any, config: ServiceConfig) -> JobRequest:
             f"this service chooses where models go; it does not accept {', '.join(chosen_paths)} "
             "(start it with --allow-client-paths to let clients choose folders)",
         )
-    name = provider.strip().lower()
-    name = ALIASES.get(name, name)
+    name = SOURCES.get(provider).name  # raises UnsupportedProvider
     default_base, default_options = config.provider_defaults(name)
     merged = {**default_options, **options}
     base_url = base_url or default_base
     model = model.strip()
-    make_provider(name, model, token, base_url, **merged)  # raises ModelpullError (offline)
+    check_download(name, model, token, base_url, **merged)  # raises ModelpullError (offline)
     return JobRequest(name, model, base_url or None, merged, as_secret(token))
 
 
@@ -196,22 +193,12 @@ def _plain_value(value: Any) -> bool:
     return False
 
 
-#: which providers write where: deleting one of a place's models waits for their downloads
-_PLACES = {"huggingface": "hf-cache", "mlx": "hf-cache", "gguf": "hf-cache",
-           "ollama": "ollama", "ollama-registry": "ollama", "lmstudio": "lmstudio"}
-
-
 def _same_local_model(request: JobRequest, provider: str, model: str) -> bool:
-    name = provider.strip().lower()
-    place = _PLACES.get(ALIASES.get(name, name))
-    if place is None or _PLACES.get(request.provider) != place:
+    """Does a download (``request``) write the local model ``provider``/``model``?"""
+    asked, running = SOURCES.find(provider), SOURCES.find(request.provider)
+    if asked is None or running is None or asked.place is None or running.place is None:
         return False
-    if place == "ollama":
-        try:
-            return parse_ollama_name(request.model).short == parse_ollama_name(model).short
-        except ModelpullError:
-            return False
-    return request.model.split(":")[0].lower() == model.split(":")[0].lower()
+    return asked.place.name == running.place.name and asked.place.same_model(request.model, model)
 
 
 def _stream_format(request: Request) -> str:
@@ -300,15 +287,13 @@ def create_router(
     async def providers(request: Request) -> Response:
         """Providers this service can download from, with their options."""
         items = []
-        for name in provider_names():
-            cls = PROVIDERS[name]
-            base_url, _ = config.provider_defaults(name)
-            items.append({
-                "name": name,
-                "aliases": sorted(a for a, n in ALIASES.items() if n == name),
-                "options": sorted(cls.options - PATH_OPTIONS if not config.allow_client_paths else cls.options),
-                "default_base_url": base_url,
-            })
+        for source in SOURCES.by_rank():
+            base_url, _ = config.provider_defaults(source.name)
+            item = source.describe()
+            if not config.allow_client_paths:
+                item["options"] = [o for o in item["options"] if o["name"] not in PATH_OPTIONS]
+            item["default_base_url"] = base_url
+            items.append(item)
         return JSONResponse({"providers": items, "auth": bool(config.api_key)})
 
     @router.post("/downloads")

@@ -10,43 +10,55 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from huggingface_hub import constants
-from huggingface_hub.file_download import repo_folder_name
-
-from .paths import join_inside, safe_relative
+from .paths import FileSlot, join_inside, safe_relative
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE).expanduser()
-
-
-@dataclass(frozen=True)
-class HfFileSlot:
-    """Where one repo file's bytes go: partial, final blob/file, lock."""
-
-    final: Path
-    partial: Path
-    lock: Path
+    """``HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``, as huggingface_hub reads them."""
+    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    home = os.environ.get("HF_HOME") or os.path.join(xdg, "huggingface")
+    return Path(home).expanduser() / "hub"
 
 
 class HfCacheStore:
     """Write a snapshot into the shared HF cache."""
 
-    def __init__(self, repo_id: str, cache_dir: Path | None = None) -> None:
+    #: blobs are named by their content's etag: a blob of the right size is the right file
+    content_addressed = True
+    adopts_existing = False
+
+    def __init__(self, repo_id: str, cache_dir: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-        self.folder = self.root / repo_folder_name(repo_id=repo_id, repo_type="model")
+        self.folder = self.root / repo_folder_name(repo_id)
         self.locks = self.root / ".locks" / self.folder.name
 
-    def slot(self, path: str, etag: str) -> HfFileSlot:
+    def slot(self, path: str, etag: str) -> FileSlot:
         safe_relative(path)
         blob = self.folder / "blobs" / etag
-        return HfFileSlot(blob, blob.with_name(etag + ".incomplete"), self.locks / f"{etag}.lock")
+        return FileSlot(blob, blob.with_name(etag + ".incomplete"), self.locks / f"{etag}.lock")
+
+    def is_current(self, path: str, etag: str, size: int) -> bool:
+        try:
+            return self.slot(path, etag).final.stat().st_size == size
+        except OSError:
+            return False
 
     def snapshot_dir(self, commit: str) -> Path:
         return self.folder / "snapshots" / commit
+
+    def destination(self, commit: str) -> Path:
+        return self.snapshot_dir(commit)
+
+    def file_path(self, commit: str, path: str, etag: str) -> Path:
+        # the snapshot entry is a symlink into blobs/: join, do not resolve
+        return self.snapshot_dir(commit).joinpath(*safe_relative(path).parts)
 
     def publish(self, commit: str, revision: str, files: list[tuple[str, str]]) -> Path:
         """Link every (path, etag) into the snapshot, then point the ref at it."""
@@ -71,17 +83,31 @@ class HfCacheStore:
         return snapshot
 
 
-class HfLocalDirStore:
-    """Write files straight into a folder, with huggingface_hub's local-dir metadata."""
+class LocalDirStore:
+    """Files straight into a folder, with huggingface_hub's local-dir metadata beside them.
 
-    def __init__(self, local_dir: Path) -> None:
-        self.root = Path(local_dir).expanduser()
-        self.meta = self.root / ".cache" / "huggingface" / "download"
+    ``meta`` holds the metadata, partials and locks (default: ``.cache/huggingface/download``
+    inside the folder, as huggingface_hub keeps it); ``place`` maps a repo path to its
+    place in the folder (default: the same path).
+    """
 
-    def slot(self, path: str, etag: str) -> HfFileSlot:
-        final = join_inside(self.root, path)
+    def __init__(
+        self,
+        root: Path,
+        meta: Path | None = None,
+        place: Callable[[str], str] | None = None,
+        adopts_existing: bool = False,
+    ) -> None:
+        self.root = Path(root).expanduser()
+        self.meta = meta if meta is not None else self.root / ".cache" / "huggingface" / "download"
+        self._place = place
+        self.content_addressed = False
+        self.adopts_existing = adopts_existing
+
+    def slot(self, path: str, etag: str) -> FileSlot:
+        final = join_inside(self.root, self._place(path) if self._place else path)
         meta = join_inside(self.meta, path)
-        return HfFileSlot(
+        return FileSlot(
             final,
             meta.with_name(f"{meta.name}.{etag[:16]}.incomplete"),
             meta.with_name(meta.name + ".lock"),
@@ -97,9 +123,109 @@ class HfLocalDirStore:
             return False
         return len(lines) >= 2 and lines[1].strip() == etag
 
-    def publish(self, commit: str, files: list[tuple[str, str]]) -> Path:
+    def destination(self, commit: str) -> Path:
+        return self.root
+
+    def file_path(self, commit: str, path: str, etag: str) -> Path:
+        return self.slot(path, etag).final
+
+    def publish(self, commit: str, revision: str, files: list[tuple[str, str]]) -> Path:
         for path, etag in files:
             meta = join_inside(self.meta, path + ".metadata")
             meta.parent.mkdir(parents=True, exist_ok=True)
             meta.write_text(f"{commit}\n{etag}\n{time.time()}\n")
         return self.root
+
+
+def repo_folder_name(repo_id: str) -> str:
+    """``models--org--name``: the cache folder of a model repo."""
+    return "--".join(["models", *repo_id.split("/")])
+
+
+# -- what is in the cache ------------------------------------------------------------
+def _looks_mlx(names: set[str]) -> bool:
+    return "config.json" in names and any(n.endswith(".safetensors") for n in names)
+
+
+def partial_bytes(repo_folder: Path) -> int:
+    """Bytes of unfinished downloads kept in a repo's ``blobs/`` for resume."""
+    total = 0
+    for partial in (repo_folder / "blobs").glob("*.incomplete"):
+        try:
+            total += partial.stat().st_size
+        except OSError:
+            continue
+    return total
+
+
+def list_local(cache_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+    """Every model repo in the cache (``huggingface_hub.scan_cache_dir``), partials included.
+
+    Each entry: ``name`` (repo id), ``size``, ``path``, ``modified``, ``files``,
+    ``revisions`` (newest first), ``partial_bytes``, ``format`` (``mlx`` for a
+    repo mlx-lm loads, ``gguf`` when it holds GGUF files, else ``None``) and
+    ``complete`` (at least one snapshot).
+    """
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    try:
+        info = scan_cache_dir(root)
+    except CacheNotFound:
+        return []
+    found = []
+    for repo in info.repos:
+        if repo.repo_type != "model":
+            continue
+        revisions = sorted(repo.revisions, key=lambda r: r.last_modified, reverse=True)
+        names = {f.file_name for rev in revisions for f in rev.files}
+        mlx = any(_looks_mlx({f.file_name for f in rev.files}) for rev in revisions)
+        gguf = any(n.lower().endswith(".gguf") for n in names)
+        found.append({
+            "name": repo.repo_id,
+            "size": repo.size_on_disk,
+            "path": str(repo.repo_path),
+            "modified": repo.last_modified or None,
+            "files": repo.nb_files,
+            "revisions": [r.commit_hash for r in revisions],
+            "partial_bytes": partial_bytes(Path(repo.repo_path)),
+            "format": "mlx" if mlx else "gguf" if gguf else None,
+            "complete": bool(revisions),
+        })
+    return found
+
+
+def delete_local(repo_id: str, cache_dir: str | os.PathLike[str] | None = None) -> int:
+    """Remove every cached revision of ``repo_id`` and its unfinished downloads; bytes freed.
+
+    Raises :class:`~modelpull.errors.ModelNotFound` when the repo is not there.
+    """
+    import shutil
+
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    from ..errors import ModelNotFound
+
+    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    try:
+        info = scan_cache_dir(root)
+    except CacheNotFound:
+        info = None
+    repo = None
+    if info is not None:
+        repo = next((r for r in info.repos if r.repo_type == "model" and r.repo_id == repo_id), None)
+    folder = root / repo_folder_name(repo_id)
+    if repo is None and not folder.is_dir():
+        raise ModelNotFound(f"{repo_id} is not in the Hugging Face cache at {root}")
+    freed = partial_bytes(folder)
+    if repo is not None and info is not None and repo.revisions:
+        strategy = info.delete_revisions(*(r.commit_hash for r in repo.revisions))
+        freed += strategy.expected_freed_size
+        strategy.execute()
+    # What the strategy leaves (refs, partial downloads, locks) goes too.
+    for leftover in (folder, root / ".locks" / folder.name):
+        if leftover.is_dir() and root.resolve() in leftover.resolve().parents:
+            shutil.rmtree(leftover, ignore_errors=True)
+    return freed

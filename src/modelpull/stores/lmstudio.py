@@ -23,19 +23,18 @@ import json
 import os
 import shutil
 import sys
-from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import InvalidModel, InvalidOption, ModelNotFound
-from .hf_cache import HfFileSlot, HfLocalDirStore
+from .hf_cache import LocalDirStore
 from .paths import join_inside, safe_relative
 
 __all__ = [
-    "LmStudioStore",
     "delete_local",
     "list_local",
     "lmstudio_home",
+    "lmstudio_store",
     "resolve_models_dir",
 ]
 
@@ -111,27 +110,28 @@ def _split_repo_id(repo_id: str) -> tuple[str, str]:
     return publisher, repo
 
 
-class LmStudioStore(HfLocalDirStore):
+def lmstudio_store(repo_id: str, models_dir: str | os.PathLike[str] | None = None) -> LocalDirStore:
     """One model's folder in LM Studio's tree; bookkeeping in the hidden state folder.
 
     ``.gguf`` files are placed by their base name (LM Studio expects them side
     by side, split parts included); other files keep their path in the repo.
+    A file already there (LM Studio downloaded it, say) is adopted when its
+    digest matches.
     """
+    publisher, repo = _split_repo_id(repo_id)
+    root = resolve_models_dir(models_dir)
+    return LocalDirStore(
+        join_inside(root, f"{publisher}/{repo}"),
+        meta=join_inside(root, f"{STATE_FOLDER}/{publisher}/{repo}"),
+        place=place,
+        adopts_existing=True,
+    )
 
-    def __init__(self, repo_id: str, models_dir: str | os.PathLike[str] | None = None) -> None:
-        publisher, repo = _split_repo_id(repo_id)
-        self.models_dir = resolve_models_dir(models_dir)
-        super().__init__(join_inside(self.models_dir, f"{publisher}/{repo}"))
-        self.meta = join_inside(self.models_dir, f"{STATE_FOLDER}/{publisher}/{repo}")
 
-    @staticmethod
-    def place(path: str) -> str:
-        """Where a repo file goes, relative to the model folder."""
-        pure = safe_relative(path)
-        return pure.name if pure.suffix.lower() == ".gguf" else path
-
-    def slot(self, path: str, etag: str) -> HfFileSlot:
-        return replace(super().slot(path, etag), final=join_inside(self.root, self.place(path)))
+def place(path: str) -> str:
+    """Where a repo file goes, relative to the model folder."""
+    pure = safe_relative(path)
+    return pure.name if pure.suffix.lower() == ".gguf" else path
 
 
 def _entry(name: str, folder: Path) -> dict[str, Any] | None:

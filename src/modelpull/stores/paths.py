@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..errors import UnsafeSource
@@ -32,3 +33,12 @@ def join_inside(root: Path, relative: str) -> Path:
     if folder != root_resolved and root_resolved not in folder.parents:
         raise UnsafeSource(f"the file {relative[:80]!r} would land outside {root}; refusing it")
     return target
+
+
+@dataclass(frozen=True)
+class FileSlot:
+    """Where one file's bytes go in a store: the partial, the final place, the lock."""
+
+    final: Path
+    partial: Path
+    lock: Path

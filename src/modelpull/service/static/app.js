@@ -77,23 +77,27 @@ $("auth-form").addEventListener("submit", (ev) => {
 });
 
 // ---- start form --------------------------------------------------------------------
-const PLACEHOLDERS = { ollama: "gemma3:1b", huggingface: "org/name", mlx: "mlx-community/name" };
+// Every source, as the service declares it (GET /providers): names, examples, options.
+let SOURCES = [];
 
 async function loadProviders() {
   const data = await api("/providers");
+  SOURCES = data.providers;
   const select = $("provider");
   const current = select.value || "huggingface";
   select.textContent = "";
-  for (const p of data.providers) {
-    const option = el("option", "", p.name);
+  for (const p of SOURCES) {
+    const option = el("option", "", p.title + " (" + p.name + ")");
     option.value = p.name;
+    option.title = p.summary;
     select.appendChild(option);
   }
-  select.value = data.providers.some((p) => p.name === current) ? current : data.providers[0].name;
+  select.value = SOURCES.some((p) => p.name === current) ? current : SOURCES[0].name;
   updatePlaceholder();
 }
 function updatePlaceholder() {
-  $("model").placeholder = PLACEHOLDERS[$("provider").value] || "model name";
+  const source = SOURCES.find((p) => p.name === $("provider").value);
+  $("model").placeholder = source ? source.example : "model name";
 }
 $("provider").addEventListener("change", updatePlaceholder);
 

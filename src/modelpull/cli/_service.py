@@ -1,37 +1,48 @@
-"""``modelpull serve``, ``modelpull list`` and ``modelpull rm``."""
+"""``modelpull serve``, ``modelpull list`` and ``modelpull rm``.
+
+Their place options (``--cache-dir``, ``--ollama-host``, ...) are the sources'
+declared settings: a new source's folder shows up here by itself.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
-from ._format import format_bytes
-from .cli import main
-from .errors import ModelpullError
+from .._format import format_bytes
+from ..api import SOURCES
+from ..errors import ModelpullError
+from ..providers import Location
+from ._main import main
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _inventory_options(cache_dir: str | None, ollama_host: str | None, ollama_models: str | None,
-                       lmstudio_dir: str | None) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    if lmstudio_dir:
-        options["lmstudio_dir"] = lmstudio_dir
-    if cache_dir:
-        options["cache_dir"] = cache_dir
-    if ollama_host:
-        options["ollama_url"] = ollama_host
-    if ollama_models:
-        options["ollama_models_dir"] = ollama_models
-    return options
+def _location_options(serving: bool) -> Callable[[F], F]:
+    """One option per declared setting (``serve`` also gets source addresses)."""
+    locations = [loc for loc in SOURCES.locations() if serving or not loc.serve_only]
+
+    def decorate(fn: F) -> F:
+        for location in reversed(locations):
+            kind = None if location.is_url else click.Path(file_okay=False)
+            fn = click.option(location.flag, location.name, type=kind, help=location.help)(fn)
+        return fn
+
+    return decorate
 
 
-_cache_option = click.option("--cache-dir", type=click.Path(file_okay=False), help="Hugging Face cache folder (default HF_HUB_CACHE or ~/.cache/huggingface/hub).")
-_ollama_host_option = click.option("--ollama-host", help="Ollama server address (default OLLAMA_HOST or http://localhost:11434).")
-_ollama_models_option = click.option("--ollama-models", type=click.Path(file_okay=False), help="Ollama model store folder (default OLLAMA_MODELS or ~/.ollama/models).")
-_lmstudio_option = click.option("--lmstudio-dir", type=click.Path(file_okay=False), help="LM Studio models folder (default: from LM Studio's settings).")
+def _inventory_settings(values: dict[str, Any]) -> dict[str, Any]:
+    by_name: dict[str, Location] = {loc.name: loc for loc in SOURCES.locations()}
+    return {by_name[name].key: value for name, value in values.items() if value and name in by_name}
+
+
+def _listable() -> str:
+    return ", ".join(s.name for s in SOURCES.by_rank() if s.place is not None)
 
 
 @main.command()
@@ -40,36 +51,30 @@ _lmstudio_option = click.option("--lmstudio-dir", type=click.Path(file_okay=Fals
 @click.option("--api-key", envvar="MODELPULL_API_KEY", help="Require 'Authorization: Bearer <key>' on every API call (or MODELPULL_API_KEY).")
 @click.option("--cors-origin", "cors_origins", multiple=True, help="Allow browser calls from this origin (repeatable); closed by default.")
 @click.option("--allowed-host", "allowed_hosts", multiple=True, help="Host header to accept (repeatable; default: loopback names).")
-@_cache_option
-@click.option("--hf-endpoint", help="Hub address for huggingface/mlx downloads (default HF_ENDPOINT or huggingface.co).")
-@_ollama_host_option
-@_ollama_models_option
-@_lmstudio_option
+@_location_options(serving=True)
 @click.option("--allow-client-paths", is_flag=True, help="Let requests choose folders (cache_dir, local_dir, ...).")
 @click.option("--keep-finished", default=3600.0, show_default=True, help="Seconds a finished job stays listed.")
 @click.option("--max-running", default=32, show_default=True, type=click.IntRange(1, 1000), help="Downloads running at once.")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(
     host: str, port: int, api_key: str | None, cors_origins: tuple[str, ...], allowed_hosts: tuple[str, ...],
-    cache_dir: str | None, hf_endpoint: str | None, ollama_host: str | None, ollama_models: str | None,
-    lmstudio_dir: str | None,
-    allow_client_paths: bool, keep_finished: float, max_running: int, log_level: str,
+    allow_client_paths: bool, keep_finished: float, max_running: int, log_level: str, **settings: str | None,
 ) -> None:
     """Run the download service and its web page (http://127.0.0.1:8000)."""
     try:
         import uvicorn  # noqa: F401
 
-        from .service import ConfigError, ServiceConfig, run
+        from ..service import ConfigError, ServiceConfig, run
     except ImportError:
         raise click.ClickException(
             "the service needs FastAPI and uvicorn: pip install 'modelpull[service]'"
         ) from None
-    config = ServiceConfig(
+    values: dict[str, Any] = dict(
         host=host, port=port, api_key=api_key or None, cors_origins=list(cors_origins),
-        allowed_hosts=list(allowed_hosts), hf_cache_dir=cache_dir, hf_endpoint=hf_endpoint,
-        ollama_url=ollama_host, ollama_models_dir=ollama_models, lmstudio_dir=lmstudio_dir, allow_client_paths=allow_client_paths,
-        keep_finished=keep_finished, max_running=max_running,
+        allowed_hosts=list(allowed_hosts), allow_client_paths=allow_client_paths,
+        keep_finished=keep_finished, max_running=max_running, **settings,
     )
+    config = ServiceConfig(**values)
     try:
         config.check()
     except ConfigError as exc:
@@ -81,18 +86,14 @@ def serve(
 
 @main.command("list")
 @click.argument("provider", required=False)
-@_cache_option
-@_ollama_host_option
-@_ollama_models_option
-@_lmstudio_option
+@_location_options(serving=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def list_command(provider: str | None, cache_dir: str | None, ollama_host: str | None,
-                 ollama_models: str | None, lmstudio_dir: str | None, as_json: bool) -> None:
-    """List downloaded models (huggingface, mlx, ollama, lmstudio; all by default)."""
-    from .inventory import scan_inventory
+def list_command(provider: str | None, as_json: bool, **settings: str | None) -> None:
+    """List downloaded models (of PROVIDER, or of every source)."""
+    from ..inventory import scan_inventory
 
     try:
-        inventory = scan_inventory(provider, **_inventory_options(cache_dir, ollama_host, ollama_models, lmstudio_dir))
+        inventory = scan_inventory(provider, **_inventory_settings(settings))
     except ModelpullError as exc:
         raise click.ClickException(f"[{exc.code}] {exc.message}") from None
     if as_json:
@@ -119,23 +120,25 @@ def list_command(provider: str | None, cache_dir: str | None, ollama_host: str |
         click.echo(f"note: {note}", err=True)
 
 
+list_command.help = f"List downloaded models of PROVIDER ({_listable()}; all by default)."
+
+
 @main.command("rm")
 @click.argument("provider")
 @click.argument("model")
-@_cache_option
-@_ollama_host_option
-@_ollama_models_option
-@_lmstudio_option
+@_location_options(serving=False)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def rm_command(provider: str, model: str, cache_dir: str | None, ollama_host: str | None,
-               ollama_models: str | None, lmstudio_dir: str | None, yes: bool) -> None:
-    """Delete a downloaded MODEL of PROVIDER (huggingface, mlx, ollama, lmstudio)."""
-    from .inventory import delete_model
+def rm_command(provider: str, model: str, yes: bool, **settings: str | None) -> None:
+    """Delete a downloaded MODEL of PROVIDER."""
+    from ..inventory import delete_model
 
     if not yes and sys.stdin.isatty():
         click.confirm(f"Delete {provider} model {model}?", abort=True)
     try:
-        result = delete_model(provider, model, **_inventory_options(cache_dir, ollama_host, ollama_models, lmstudio_dir))
+        result = delete_model(provider, model, **_inventory_settings(settings))
     except ModelpullError as exc:
         raise click.ClickException(f"[{exc.code}] {exc.message}") from None
     click.echo(f"deleted {result['name']} ({format_bytes(result['freed_bytes'])} freed)")
+
+
+rm_command.help = f"Delete a downloaded MODEL of PROVIDER ({_listable()})."

@@ -1,4 +1,4 @@
-"""The ``modelpull`` command: ``pull`` with a progress bar, ``--json`` or ``--dry-run``."""
+"""``modelpull pull``: a progress bar, ``--json`` or ``--dry-run``."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from typing import Any
 
 import click
 
-from . import __version__
-from ._format import format_bytes
-from .api import download_model, plan_download
-from .errors import ModelpullError
-from .progress import DownloadProgress, DownloadStatus
+from .._format import format_bytes
+from ..api import download_model, plan_download
+from ..errors import ModelpullError
+from ..progress import DownloadProgress, DownloadStatus
+from ._main import main, sources_help
 
 
 def _parse_option(raw: tuple[str, ...]) -> dict[str, Any]:
@@ -29,13 +29,7 @@ def _parse_option(raw: tuple[str, ...]) -> dict[str, Any]:
     return options
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="modelpull")
-def main() -> None:
-    """Download AI models from Hugging Face, MLX repos and Ollama with honest progress."""
-
-
-@main.command()
+@main.command(epilog=sources_help())
 @click.argument("provider")
 @click.argument("model")
 @click.option("--token", envvar="MODELPULL_TOKEN", help="Access token (or MODELPULL_TOKEN; HF_TOKEN works for the Hub).")
@@ -62,7 +56,7 @@ def pull(
     as_json: bool,
     dry_run: bool,
 ) -> None:
-    """Download MODEL from PROVIDER (huggingface, hf, mlx, ollama, ...)."""
+    """Download MODEL from PROVIDER (the sources are listed below)."""
     options = _parse_option(raw_options)
     for key, value in (
         ("revision", revision),
@@ -173,9 +167,3 @@ async def _pull_rich(events: Any) -> int:
         return 0
     console.print(f"[red]error[/] [{last.error_code}]: {last.message}")
     return 1
-
-
-from . import _cli_service  # noqa: F401  (serve, list, rm)
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

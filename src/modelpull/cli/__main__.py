@@ -1,0 +1,5 @@
+"""``python -m modelpull.cli``."""
+
+from . import main
+
+main()

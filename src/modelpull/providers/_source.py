@@ -1,0 +1,174 @@
+"""How a source of models declares itself.
+
+A source (``huggingface``, ``ollama-registry``, ...) states in one place, its
+own module, everything the rest of modelpull needs to know about it:
+
+- its name, aliases, a title, a one-line summary and an example model, for people;
+- how a model reference is parsed and validated (offline, before any network call);
+- its options (name, type, default, help), which the CLI, the service's
+  ``GET /providers`` and the page show, and which :mod:`modelpull.api` checks;
+- what ``base_url`` means to it, and which machine-wide setting gives its default;
+- where its models land (a :class:`Place`, with the settings and environment
+  that move it), and how the models there are listed, measured and deleted.
+
+The registry (:mod:`modelpull.providers`) is the only list of sources. Nothing
+else names a source: the API, the CLI, the service, the inventory and the page
+derive everything from the declarations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .._secrets import Secret
+    from .base import Provider
+
+__all__ = ["LocalModel", "Location", "Option", "Place", "Settings", "Source"]
+
+#: setting name -> value, as given to the inventory or the service (unset ones absent)
+Settings = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option a source accepts (``download_model(..., name=value)``, ``-o name=value``)."""
+
+    name: str
+    #: ``bool``, ``str``, ``int``, ``float``, ``patterns`` (a glob or a list of them),
+    #: ``path`` (a folder on this machine) or ``policy`` (a name or a TransferPolicy)
+    type: str
+    help: str
+    default: Any = None
+
+    @property
+    def is_path(self) -> bool:
+        """Names a folder on this machine (a service refuses it unless clients may choose)."""
+        return self.type == "path"
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "default": self.default, "help": self.help}
+
+
+@dataclass(frozen=True)
+class Location:
+    """A machine-wide setting: a folder models live in, or a server's address.
+
+    ``name`` is the setting in :class:`~modelpull.service.ServiceConfig` and in
+    the inventory's keyword arguments (``inventory_name`` when that differs);
+    ``flag`` is the option of ``modelpull serve``, ``list`` and ``rm``.
+    """
+
+    name: str
+    flag: str
+    help: str
+    is_url: bool = False
+    inventory_name: str | None = None
+    #: used by ``modelpull serve`` only (a source address, not a place to list)
+    serve_only: bool = False
+
+    @property
+    def key(self) -> str:
+        """The inventory keyword for this setting."""
+        return self.inventory_name or self.name
+
+
+@dataclass
+class LocalModel:
+    """One model on this machine (or on a server)."""
+
+    provider: str
+    name: str
+    size_bytes: int
+    source: str  # which place holds it: "hf-cache", "ollama-server", "ollama-store", "lmstudio", ...
+    path: str | None = None
+    modified: float | None = None
+    files: int | None = None
+    revisions: list[str] = field(default_factory=list)
+    #: bytes of unfinished downloads kept for resume
+    partial_bytes: int = 0
+    mlx: bool = False
+    complete: bool = True
+    #: what the files are, when the place can tell: ``gguf``, ``mlx``, ...
+    format: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where models land, shared by every source that writes there.
+
+    ``list`` and ``delete`` are the inventory hooks; they receive the settings
+    (:class:`Location` values by inventory name, plus the place's own
+    ``inventory_options``). ``delete`` also gets the source asked for, so a
+    source that sees only part of a place (``mlx`` in the HF cache, by its
+    ``owns``) can refuse what is not its own. ``same_model`` tells whether two references name one
+    local model here: a model being downloaded is not deleted under it.
+    """
+
+    name: str
+    title: str
+    locations: tuple[Location, ...]
+    list: Callable[[Settings], list[LocalModel]]
+    delete: Callable[[Source, str, Settings], dict[str, Any]]
+    same_model: Callable[[str, str], bool]
+    #: inventory keywords this place accepts besides its locations
+    inventory_options: frozenset[str] = frozenset()
+
+
+#: builds the provider for one download: (source, model, token, base_url, options)
+ProviderFactory = Callable[["Source", str, "Secret | None", "str | None", dict[str, Any]], "Provider"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Everything modelpull knows about one source of models."""
+
+    name: str
+    title: str
+    summary: str
+    example: str
+    #: the reference grammar, for people: ``org/name``, ``[host/][namespace/]model[:tag]``
+    reference: str
+    #: validates a model reference offline; raises :class:`~modelpull.errors.InvalidModel`
+    parse: Callable[[str], object]
+    build: ProviderFactory
+    aliases: tuple[str, ...] = ()
+    options: tuple[Option, ...] = ()
+    #: what ``base_url`` means here (None: the source takes no base_url)
+    base_url_help: str | None = None
+    #: the machine-wide setting that gives ``base_url`` its default in the service
+    base_url_setting: Location | None = None
+    place: Place | None = None
+    #: the option that moves the place's folder per download, and the setting giving its default
+    folder_option: str | None = None
+    folder_setting: Location | None = None
+    #: which of the place's models count as this source's (None: all of them)
+    owns: Callable[[LocalModel], bool] | None = None
+    #: people see sources in this order: the common ones first
+    rank: int = 100
+
+    @property
+    def option_names(self) -> frozenset[str]:
+        return frozenset(option.name for option in self.options)
+
+    def option(self, name: str) -> Option | None:
+        return next((o for o in self.options if o.name == name), None)
+
+    def describe(self) -> dict[str, Any]:
+        """What ``GET /providers``, the CLI's help and the page show."""
+        return {
+            "name": self.name,
+            "title": self.title,
+            "summary": self.summary,
+            "example": self.example,
+            "reference": self.reference,
+            "aliases": list(self.aliases),
+            "base_url": self.base_url_help,
+            "place": self.place.title if self.place else None,
+            "options": [option.describe() for option in self.options],
+        }
