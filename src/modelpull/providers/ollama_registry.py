@@ -32,8 +32,7 @@ import aiohttp
 from yarl import URL
 
 from .._secrets import Secret
-from .._transfer import FileTransfer, TransferEngine
-from .._transfer.engine import present_bytes
+from .._transfer import FileTransfer, TransferEngine, present_bytes
 from .._transfer.oci_auth import RegistryAuth
 from ..errors import (
     AuthRequired,
