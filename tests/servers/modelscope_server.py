@@ -165,7 +165,7 @@ class ModelScopeServer(BackgroundAiohttpServer):
         return ids
 
     def fail(self, status: int = 500, *, times: int = 1, path_contains: str | None = None) -> None:
-        """Answer the next ``times`` requests (whose path contains ``path_contains``) with ``status``."""
+        """Answer the next ``times`` requests (path containing ``path_contains``) with a 5xx."""
         with self._lock:
             self._failures.append(_Failure(status, times, path_contains))
 

@@ -136,7 +136,8 @@ class ModelScopeCacheStore:
         final = join_inside(self.folder, path)
         key = hashlib.sha256(f"{self.folder}\0{path}\0{sha256}".encode()).hexdigest()[:32]
         stem = self.state / f"{_state_prefix(self.owner, self.name)}{key}"
-        return MsFileSlot(final, stem.with_name(stem.name + ".incomplete"), stem.with_name(stem.name + ".lock"))
+        partial = stem.with_name(stem.name + ".incomplete")
+        return MsFileSlot(final, partial, stem.with_name(stem.name + ".lock"))
 
     def is_complete(self, path: str, size: int, sha256: str) -> bool:
         """True when the file is in the model folder with this size and sha256."""
@@ -191,9 +192,7 @@ class ModelScopeCacheStore:
         created_at: int | None,
     ) -> None:
         published = {path for path, _ in files}
-        entries = [
-            e for e in read_sdk_index(self.folder) if isinstance(e, dict) and e.get("Path") not in published
-        ]
+        entries = [e for e in read_sdk_index(self.folder) if e.get("Path") not in published]
         entries += [{"Path": path, "Revision": file_commits.get(path, commit)} for path, _ in files]
         # protocol 4: readable by every Python the old SDK runs on
         _write_atomic(self.folder / INDEX_FILE, pickle.dumps(entries, protocol=4))
@@ -326,8 +325,9 @@ def _entry(name: str, revision: str | None, layout: str, folder: Path) -> dict[s
         for f in sorted(filenames):
             if f.startswith(".") and Path(dirpath) == folder:
                 continue  # the old SDK's index files
+            path = Path(dirpath) / f
             try:
-                files.append(((Path(dirpath) / f).relative_to(folder).as_posix(), (Path(dirpath) / f).stat()))
+                files.append((path.relative_to(folder).as_posix(), path.stat()))
             except OSError:
                 continue
     if not files:
@@ -372,7 +372,9 @@ def _children_files(folder: Path, prefix: str = "", suffix: str = "") -> Iterabl
         entries = sorted(folder.iterdir())
     except OSError:
         return []
-    return [p for p in entries if p.is_file() and p.name.startswith(prefix) and p.name.endswith(suffix)]
+    return [
+        p for p in entries if p.is_file() and p.name.startswith(prefix) and p.name.endswith(suffix)
+    ]
 
 
 def _non_empty(folder: Path) -> bool:
