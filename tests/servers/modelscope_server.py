@@ -35,7 +35,7 @@ import itertools
 import re
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -44,6 +44,7 @@ from aiohttp import web
 from . import LOOPBACK, BackgroundAiohttpServer
 
 DEFAULT_REVISION = "master"
+LISTING_CAP = 3000
 #: ``CommittedDate``/``CreatedAt`` of the first commit; later ones count up from here
 FIRST_COMMIT_TIME = 1_700_000_000
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
@@ -119,6 +120,11 @@ class ModelScopeServer(BackgroundAiohttpServer):
         self._clock = itertools.count(FIRST_COMMIT_TIME, 60)
         #: answer ranged downloads with the whole file and 200, as a server without Range support
         self.ignore_range = False
+        #: most entries one file list returns; the real service cuts longer lists silently
+        #: (modelscope-hub: REPO_FILES_TRUNCATION_LIMIT)
+        self.listing_cap = LISTING_CAP
+        #: applied to every file list before it is sent (to serve hostile or odd entries)
+        self.listing_hook: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None
 
     @property
     def endpoint(self) -> str:
@@ -335,7 +341,10 @@ class ModelScopeServer(BackgroundAiohttpServer):
         _, commit = found
         recursive = rec.query.get("Recursive", "False") == "True"
         root = rec.query.get("Root", "").strip("/")
-        return self._ok(rec, {"Files": _listing(commit, root, recursive)})
+        entries = _listing(commit, root, recursive)[: self.listing_cap]
+        if self.listing_hook is not None:
+            entries = self.listing_hook(entries)
+        return self._ok(rec, {"Files": entries})
 
     async def _download(self, request: web.Request) -> web.StreamResponse:
         rec = self._record(request)
