@@ -11,9 +11,8 @@ import json
 import os
 from pathlib import Path
 
-from tests.servers.modelscope_server import ModelScopeServer
-
 from tests.modelscope.conftest import Sdk
+from tests.servers.modelscope_server import ModelScopeServer
 
 WEIGHTS = os.urandom(40_000)
 FILES = {
