@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import stat
 import tarfile
-import io
 from pathlib import Path, PurePosixPath
 
 import pytest
