@@ -14,7 +14,7 @@ import json
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -73,9 +73,11 @@ def materialise(base_url: str, repo: str, artifact: ModelArtifact, folder: Path,
         elif isinstance(layer.placement, UnpackPlacement):
             blob = work / layer.digest.replace(":", "-")
             blob.write_bytes(body)
-            written = unpack_tar(blob, folder.joinpath(*layer.placement.folder.parts),
-                                 layer.placement.compression, reserved=reserved)
-            reserved.extend(layer.placement.folder / p for p in written)
+            inside = layer.placement.folder
+            # unpack_tar's reserved paths are relative to the folder it unpacks into
+            mine = [p.relative_to(inside) for p in reserved if inside == PurePosixPath(".") or inside in p.parents]
+            written = unpack_tar(blob, folder.joinpath(*inside.parts), layer.placement.compression, reserved=mine)
+            reserved.extend(inside / p for p in written)
 
 
 def folder_files(folder: Path) -> dict[str, bytes]:
