@@ -1,4 +1,4 @@
-"""The test server is faithful enough: the official ``modelscope`` SDK downloads and verifies from it.
+"""The test server is faithful: the official ``modelscope`` SDK downloads and verifies from it.
 
 The SDK runs in its own process, pointed at the server by ``MODELSCOPE_ENDPOINT``
 with its cache in a temporary folder, exactly as a user would run it.
@@ -31,7 +31,9 @@ def _snapshot_files(folder: Path) -> dict[str, bytes]:
     }
 
 
-def test_sdk_downloads_and_verifies_a_model(ms_server: ModelScopeServer, ms_cache: Path, sdk: Sdk) -> None:
+def test_sdk_downloads_and_verifies_a_model(
+    ms_server: ModelScopeServer, ms_cache: Path, sdk: Sdk
+) -> None:
     ms_server.add_model("org", "tiny-1.5B", FILES)
     out = sdk.run(SNAPSHOT.format(args='"org/tiny-1.5B"'), MODELSCOPE_ENDPOINT=ms_server.endpoint)
     folder = Path(out.stdout.strip().splitlines()[-1])
@@ -133,7 +135,9 @@ def test_sdk_single_file_download_reads_revisions_and_picks_the_newest_older_tag
 ) -> None:
     """modelscope's model_file_download (unlike snapshot_download) resolves a missing revision
     through /revisions: the newest tag created before the SDK's release, else master."""
-    ms_server.add_model("org", "tagged", {"w.bin": b"new"}, revisions={"v1": {"w.bin": b"old"}}, tags=["v1"])
+    ms_server.add_model(
+        "org", "tagged", {"w.bin": b"new"}, revisions={"v1": {"w.bin": b"old"}}, tags=["v1"]
+    )
     out = sdk.run(
         "from modelscope import model_file_download as get; import json; "
         "print(json.dumps(get('org/tagged', 'w.bin')))",

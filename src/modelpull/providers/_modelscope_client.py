@@ -24,8 +24,7 @@ import aiohttp
 from yarl import URL
 
 from .._secrets import Secret, as_secret
-from .._transfer import Auth
-from .._transfer.auth import same_origin
+from .._transfer import Auth, same_origin
 from ..errors import (
     AuthRequired,
     ConnectionFailed,
@@ -117,6 +116,8 @@ class ModelScopeClient:
         self.endpoint = resolve_endpoint(endpoint)
         self.token = token or as_secret(os.environ.get("MODELSCOPE_API_TOKEN"))
         self.timeout = timeout
+        #: a file list this long may have been cut by the server, so it is walked by folder
+        self.listing_cap = LISTING_CAP
 
     def __repr__(self) -> str:
         shown = "***" if self.token else None
@@ -144,7 +145,7 @@ class ModelScopeClient:
         """Every file of ``repo_id`` at ``revision`` (default ``master``), with size and sha256."""
         wanted = revision or DEFAULT_REVISION
         entries = await self._files(session, repo_id, wanted, root=None, recursive=True)
-        if len(entries) >= LISTING_CAP:
+        if len(entries) >= self.listing_cap:
             entries = await self._walk(session, repo_id, wanted, entries)
         files: dict[str, RepoFile] = {}
         newest: tuple[int, str] | None = None
@@ -176,7 +177,7 @@ class ModelScopeClient:
             root = truncated.pop()
             shallow = await self._files(session, repo_id, revision, root=root, recursive=False)
             requests += 1
-            if len(shallow) >= LISTING_CAP:
+            if len(shallow) >= self.listing_cap:
                 raise ServerError(
                     f"{self.endpoint} holds more entries in folder {root or '/'!r} of {repo_id} "
                     "than it lists in one answer; the file list would be incomplete"
@@ -193,7 +194,7 @@ class ModelScopeClient:
                 for inner in deep:
                     if isinstance(inner, dict):
                         collected.setdefault(_entry_path(inner), inner)
-                if len(deep) >= LISTING_CAP:
+                if len(deep) >= self.listing_cap:
                     truncated.append(folder)
                 if requests >= MAX_LISTING_REQUESTS:
                     raise ServerError(
