@@ -295,3 +295,47 @@ def test_docker_hub_token_flow_through_the_local_realm(
     with pytest.raises(urllib.error.HTTPError) as wrong_scope:
         http_get(url, {"Authorization": f"Bearer {other}"})
     assert wrong_scope.value.code == 401
+
+
+def test_docker_tar_layers_unpack_into_the_model_folder(registry: DockerRegistry, tmp_path: Path) -> None:
+    weights, encoder, vllm_config = build.fake_gguf(), build.fake_safetensors(256), b'{"max_model_len": 2048}'
+    layers = [
+        build.Layer(build.GGUF, weights),
+        # dir.tar carries its folder's name inside; its own filepath names the archive, not a place
+        build.Layer("application/vnd.docker.ai.dir.tar",
+                    build.tar_bytes({"text_encoder": None, "text_encoder/model.safetensors": encoder}),
+                    {build.FILEPATH: "text_encoder.tar"}),
+        build.Layer("application/vnd.docker.ai.vllm.config.tar", build.tar_bytes({"config.json": vllm_config})),
+        build.Layer(build.MODEL_FILE, b'{"v": 1}', build.file_annotations("tokenizer.json", b'{"v": 1}')),
+        build.Layer(build.MODEL_FILE, b"no path"),
+    ]
+    pushed = build.push_artifact(registry, build.fresh_repo("ai"), "tars", build.DOCKER_V01,
+                                 build.docker_config("gguf", layers), layers)
+    artifact = _describe(registry, pushed)
+
+    assert [(layer.role, layer.placement) for layer in artifact.layers] == [
+        (LayerRole.GGUF, FilePlacement(PurePosixPath("model.gguf"))),
+        (LayerRole.FILES, UnpackPlacement(PurePosixPath("."), "none")),
+        (LayerRole.CONFIG, UnpackPlacement(PurePosixPath("."), "none")),
+        (LayerRole.CONFIG, FilePlacement(PurePosixPath("tokenizer.json"))),
+        (LayerRole.CONFIG, None),
+    ]
+    assert any("kept in the store only" in note for note in artifact.notes)
+    assert _lay_out(registry, pushed, tmp_path) == {
+        "model.gguf": weights, "text_encoder/model.safetensors": encoder, "config.json": vllm_config,
+        "tokenizer.json": b'{"v": 1}',
+    }
+
+
+def test_a_tar_entry_over_a_raw_layers_file_is_refused(registry: DockerRegistry, tmp_path: Path) -> None:
+    weights = build.fake_safetensors(128)
+    layers = [
+        build.Layer("application/vnd.cncf.model.weight.v1.raw", weights, build.file_annotations("model.safetensors", weights)),
+        build.Layer("application/vnd.cncf.model.doc.v1.tar", build.tar_bytes({"model.safetensors": b"not weights"})),
+    ]
+    pushed = build.push_artifact(registry, build.fresh_repo("modelpack"), "overwrite", build.MODELPACK_CONFIG,
+                                 build.modelpack_config("safetensors", [layer.digest for layer in layers]), layers,
+                                 artifact_type=build.MODELPACK_ARTIFACT)
+    with pytest.raises(UnsafeSource, match="another layer"):
+        _lay_out(registry, pushed, tmp_path)
+    assert (tmp_path / "model" / "model.safetensors").read_bytes() == weights
