@@ -7,7 +7,15 @@ never from its modules.
 from .auth import Auth, BearerAuth, NoAuth, same_origin
 from .engine import ErrorForResponse, FileTransfer, TransferEngine
 from .hashing import hash_fd_range, hex_of, new_hasher
-from .http import ServerBusy, TooManyRedirects, describe, new_session, retry_after, send
+from .http import (
+    ServerBusy,
+    TooManyRedirects,
+    describe,
+    new_session,
+    read_capped,
+    retry_after,
+    send,
+)
 from .parts import present_bytes
 from .policy import POLICIES, Retry, TransferPolicy, resolve_policy, retry_request
 
@@ -29,6 +37,7 @@ __all__ = [
     "new_hasher",
     "new_session",
     "present_bytes",
+    "read_capped",
     "resolve_policy",
     "retry_after",
     "retry_request",

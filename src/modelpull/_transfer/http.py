@@ -5,6 +5,7 @@
   so the :class:`~modelpull._transfer.auth.Auth` decides the headers for every
   hop and an ``Authorization`` header never reaches another host; a ``401`` is
   answered once by asking the auth to refresh (a token realm, Basic).
+* :func:`read_capped`: a small body (a manifest, a token) read whole, up to a limit.
 * :func:`retry_after`: the server's ``Retry-After``, in seconds (the policy caps it).
 """
 
@@ -93,6 +94,19 @@ async def send(
                 continue
         return response
     raise TooManyRedirects(f"too many redirects fetching {describe(url)}")
+
+
+async def read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body up to ``limit + 1`` bytes: more than ``limit`` means it is too large."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await response.content.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def retry_after(response: aiohttp.ClientResponse) -> float | None:
