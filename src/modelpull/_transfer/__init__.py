@@ -4,23 +4,43 @@ This package is the one way in: callers import from ``modelpull._transfer``,
 never from its modules.
 """
 
-from .auth import Auth, BearerAuth, NoAuth
-from .engine import FileTransfer, TransferEngine, new_session, present_bytes
+from .auth import Auth, BearerAuth, NoAuth, same_origin
+from .engine import ErrorForResponse, FileTransfer, TransferEngine
 from .hashing import hash_fd_range, hex_of, new_hasher
-from .policy import POLICIES, TransferPolicy, resolve_policy
+from .http import (
+    ServerBusy,
+    TooManyRedirects,
+    describe,
+    new_session,
+    read_capped,
+    retry_after,
+    send,
+)
+from .parts import present_bytes
+from .policy import POLICIES, Retry, TransferPolicy, resolve_policy, retry_request
 
 __all__ = [
     "POLICIES",
     "Auth",
     "BearerAuth",
+    "ErrorForResponse",
     "FileTransfer",
     "NoAuth",
+    "Retry",
+    "ServerBusy",
+    "TooManyRedirects",
     "TransferEngine",
     "TransferPolicy",
+    "describe",
     "hash_fd_range",
     "hex_of",
     "new_hasher",
     "new_session",
     "present_bytes",
+    "read_capped",
     "resolve_policy",
+    "retry_after",
+    "retry_request",
+    "same_origin",
+    "send",
 ]

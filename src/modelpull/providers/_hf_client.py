@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from .._secrets import Secret, as_secret
-from .._transfer import BearerAuth
+from .._transfer import BearerAuth, retry_request
 from ..errors import (
     AuthRequired,
     ConnectionFailed,
@@ -57,16 +57,6 @@ _MAX_REDIRECTS = 5
 #: files described at once when the listing lacks their metadata
 _DESCRIBE_AT_ONCE = 8
 _OFFLINE_VALUES = ("1", "ON", "YES", "TRUE")
-
-
-async def retry_request(policy: Any, call: Any) -> Any:  # replaced by the transfer policy's own
-    for attempt in range(3):
-        try:
-            return await call()
-        except (ConnectionFailed, ServerError, TransferTimeout):
-            if attempt == 2:
-                raise
-            await asyncio.sleep(0.5 * (attempt + 1))
 
 
 def hub_endpoint(base_url: str | None) -> str:
@@ -123,7 +113,9 @@ class HubClient:
                 f"HF_HUB_OFFLINE is set, so {self.endpoint} cannot be reached; unset it to download"
             )
         url = f"{self.endpoint}/api/models/{repo_id}/revision/{quote(revision, safe='')}?blobs=true"
-        info = await retry_request(policy, lambda: self._get_json(session, url, repo_id, revision))
+        info = await retry_request(
+            policy, lambda: self._get_json(session, url, repo_id, revision), what="Hub listing"
+        )
         commit = info.get("sha") if isinstance(info, dict) else None
         if not isinstance(commit, str) or not _HEX40.fullmatch(commit):
             raise ServerError(f"{self.endpoint} gave no valid commit for {repo_id}")
@@ -154,7 +146,7 @@ class HubClient:
         if size is None or (sha256 is None and blob_id is None):
             url = self.file_url(repo_id, path, commit)
             size, etag = await retry_request(
-                policy, lambda: self._head(session, url, repo_id, revision, path)
+                policy, lambda: self._head(session, url, repo_id, revision, path), what="Hub file metadata"
             )
             sha256 = etag if _HEX64.fullmatch(etag) else None
             blob_id = etag if sha256 is None else None

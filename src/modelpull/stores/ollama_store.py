@@ -8,94 +8,45 @@
 rather than in ``blobs/``: an Ollama server starting up deletes any file in
 ``blobs/`` whose name is not a digest, which would destroy a resumable partial.
 A manifest is written last and atomically, so a model is listed only once every
-blob it names is complete and verified.
+blob it names is complete and verified. Manifests are parsed (and checked) by
+:mod:`modelpull._oci`; this module only lays out files.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import _oci
+from .._oci import Descriptor, digest_hex
 from ..errors import InvalidModel, ModelNotFound, UnsafeSource
 from ..refs import OllamaName, parse_ollama_name
 
 __all__ = [
-    "ManifestLayer",
     "OllamaStore",
     "default_models_dir",
     "delete_local",
     "list_local",
-    "parse_manifest",
 ]
 
-_DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
-#: the largest blob we accept from a manifest (no model layer comes near it)
-MAX_BLOB_SIZE = 2 << 40
-#: the largest manifest we read (real ones are a few KB)
-MAX_MANIFEST_SIZE = 4 << 20
 _WORK_DIR = ".modelpull"
+
+#: Older names, for code written before manifests moved to :mod:`modelpull._oci`
+#: (new code imports from there): a blob a manifest names, and a digest's hex.
+ManifestLayer = Descriptor
+blob_hex = digest_hex
+
+
+def parse_manifest(body: bytes) -> list[Descriptor]:
+    """The config, then every layer, each checked (``modelpull._oci.parse_manifest(body).blobs``)."""
+    return _oci.parse_manifest(body).blobs
 
 
 def default_models_dir() -> Path:
     """``$OLLAMA_MODELS``, else ``~/.ollama/models``."""
     return Path(os.environ.get("OLLAMA_MODELS") or Path.home() / ".ollama" / "models").expanduser()
-
-
-def blob_hex(digest: object) -> str:
-    """The hex of a ``sha256:<64 hex>`` digest; anything else is refused."""
-    match = _DIGEST.fullmatch(digest) if isinstance(digest, str) else None
-    if match is None:
-        raise UnsafeSource(f"the registry gave an invalid digest {str(digest)[:80]!r}; refusing it")
-    return match.group(1)
-
-
-@dataclass(frozen=True)
-class ManifestLayer:
-    """One blob a manifest names: a layer, or the config (``is_config``)."""
-
-    media_type: str
-    digest: str
-    size: int
-    is_config: bool = False
-
-
-def parse_manifest(body: bytes) -> list[ManifestLayer]:
-    """The config and layers of an image manifest, each digest and size checked.
-
-    Raises :class:`UnsafeSource` for a manifest we must not act on (bad digest,
-    absurd size, not a schema-2 image manifest).
-    """
-    if len(body) > MAX_MANIFEST_SIZE:
-        raise UnsafeSource(f"the registry sent a {len(body)}-byte manifest; refusing it")
-    try:
-        data = json.loads(body)
-    except ValueError:
-        raise UnsafeSource("the registry sent a manifest that is not JSON") from None
-    if not isinstance(data, dict) or data.get("schemaVersion") != 2:
-        raise UnsafeSource("the registry sent something that is not a schema 2 image manifest")
-    config, layers = data.get("config"), data.get("layers")
-    if not isinstance(config, dict) or not isinstance(layers, list):
-        raise UnsafeSource("the registry sent a manifest without config and layers")
-    result = [_layer(config, True)] + [_layer(layer, False) for layer in layers]
-    if sum(layer.size for layer in result) > MAX_BLOB_SIZE:
-        raise UnsafeSource("the registry sent a manifest whose layers add up to an absurd size")
-    return result
-
-
-def _layer(raw: object, is_config: bool) -> ManifestLayer:
-    if not isinstance(raw, dict):
-        raise UnsafeSource("the registry sent a manifest with a malformed layer")
-    digest, size, media_type = raw.get("digest"), raw.get("size"), raw.get("mediaType", "")
-    blob_hex(digest)
-    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_BLOB_SIZE:
-        raise UnsafeSource(f"the registry gave an invalid size {str(size)[:40]!r} for {digest}")
-    if not isinstance(media_type, str) or len(media_type) > 200:
-        raise UnsafeSource(f"the registry gave an invalid media type for {digest}")
-    return ManifestLayer(media_type, str(digest), size, is_config)
 
 
 class OllamaStore:
@@ -109,13 +60,13 @@ class OllamaStore:
 
     # -- blobs -------------------------------------------------------------
     def blob_path(self, digest: str) -> Path:
-        return self.blobs / f"sha256-{blob_hex(digest)}"
+        return self.blobs / f"sha256-{digest_hex(digest)}"
 
     def partial_path(self, digest: str) -> Path:
-        return self.work / f"sha256-{blob_hex(digest)}.partial"
+        return self.work / f"sha256-{digest_hex(digest)}.partial"
 
     def lock_path(self, digest: str) -> Path:
-        return self.work / f"sha256-{blob_hex(digest)}.lock"
+        return self.work / f"sha256-{digest_hex(digest)}.lock"
 
     def has_blob(self, digest: str, size: int) -> bool:
         """True when the blob is in the store with the expected size (verified when written)."""
@@ -174,7 +125,7 @@ class OllamaStore:
             if skip is not None and path == skip:
                 continue
             try:
-                digests.update(layer.digest for layer in parse_manifest(path.read_bytes()))
+                digests.update(blob.digest for blob in parse_manifest(path.read_bytes()))
             except (OSError, UnsafeSource):
                 continue
         return digests
@@ -190,14 +141,12 @@ def list_local(models_dir: str | os.PathLike[str] | None = None) -> list[dict[st
     ``layers`` (count) and ``complete`` (every blob present with its size).
     Unreadable manifests are skipped.
     """
-    import hashlib
-
     store = OllamaStore(models_dir)
     models: list[dict[str, Any]] = []
     for name, path in store.manifest_files():
         try:
             body = path.read_bytes()
-            layers = parse_manifest(body)
+            manifest = _oci.parse_manifest(body)
             modified = path.stat().st_mtime
         except (OSError, UnsafeSource):
             continue
@@ -205,12 +154,12 @@ def list_local(models_dir: str | os.PathLike[str] | None = None) -> list[dict[st
             {
                 "name": name.short,
                 "model": str(name),
-                "size": sum(layer.size for layer in layers),
+                "size": manifest.total_size,
                 "path": str(path),
                 "modified": modified,
                 "digest": "sha256:" + hashlib.sha256(body).hexdigest(),
-                "layers": len(layers) - 1,
-                "complete": all(store.has_blob(layer.digest, layer.size) for layer in layers),
+                "layers": len(manifest.layers),
+                "complete": all(store.has_blob(blob.digest, blob.size) for blob in manifest.blobs),
             }
         )
     return models
@@ -229,7 +178,7 @@ def delete_local(name: str, models_dir: str | os.PathLike[str] | None = None) ->
     if not path.is_file():
         raise ModelNotFound(f"{ref.short} is not in the Ollama store at {store.root}")
     try:
-        digests = {layer.digest for layer in parse_manifest(path.read_bytes())}
+        digests = {blob.digest for blob in parse_manifest(path.read_bytes())}
     except UnsafeSource:
         digests = set()
     keep = store.referenced_digests(skip=path)

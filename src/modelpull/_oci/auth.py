@@ -24,8 +24,8 @@ import aiohttp
 from yarl import URL
 
 from .._secrets import Secret
+from .._transfer import read_capped, same_origin
 from ..errors import AuthRequired, ConnectionFailed, UnsafeSource
-from .auth import same_origin
 
 _PARAM = re.compile(r'([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 #: tokens without ``expires_in`` are good for 60 s (the distribution spec's default)
@@ -131,11 +131,11 @@ class RegistryAuth:
                         f"the token service {where} answered HTTP {response.status}; cannot "
                         "authenticate to the registry"
                     )
-                raw = await response.content.read(_MAX_TOKEN_RESPONSE)
+                raw = await read_capped(response, _MAX_TOKEN_RESPONSE)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise ConnectionFailed(f"cannot reach the token service {where}: {type(exc).__name__}") from None
         try:
-            data: Any = json.loads(raw)
+            data: Any = json.loads(raw) if len(raw) <= _MAX_TOKEN_RESPONSE else None
         except ValueError:
             data = None
         token = data.get("token") or data.get("access_token") if isinstance(data, dict) else None

@@ -1,0 +1,129 @@
+"""Part state: which byte ranges of a file are on disk, kept beside the partial file.
+
+A file being fetched is cut into parts, each a ``Range`` request of its own.
+The state (digest, size, every part's ``[start, end)`` and how far it got) is
+saved as JSON next to the partial file, so a later run resumes every part
+from the byte where it stopped. A state that does not describe the same file
+(digest, size) or whose parts do not tile it exactly is ignored: the file
+starts over rather than trusting it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .engine import FileTransfer
+
+log = logging.getLogger("modelpull.transfer")
+
+STATE_SUFFIX = ".parts.json"
+
+
+@dataclass
+class Part:
+    start: int
+    end: int
+    done: int  # absolute offset: bytes [start, done) are on disk
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.end
+
+
+@dataclass
+class PartState:
+    digest: str
+    size: int
+    parts: list[Part] = field(default_factory=list)
+    #: bytes received so far (on disk or about to be written); drives progress
+    received: int = 0
+    #: resolved by the first response of a multi-part fetch: does the server honour Range?
+    ranges_ok: asyncio.Future[bool] | None = field(default=None, compare=False)
+
+    @property
+    def present(self) -> int:
+        return sum(p.done - p.start for p in self.parts)
+
+    def contiguous_end(self) -> int:
+        """How far the file is complete from byte 0 (parts are contiguous, sorted by start)."""
+        end = 0
+        for part in sorted(self.parts, key=lambda p: p.start):
+            if part.start != end:
+                break
+            end = part.done
+            if not part.finished:
+                break
+        return end
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "version": 1,
+                "digest": self.digest,
+                "size": self.size,
+                "parts": [[p.start, p.end, p.done] for p in self.parts],
+            }
+        )
+
+    @classmethod
+    def load(cls, path: Path, digest: str, size: int) -> PartState | None:
+        try:
+            raw = json.loads(path.read_text())
+            if raw.get("version") != 1 or raw["digest"] != digest or raw["size"] != size:
+                return None
+            parts = [Part(int(s), int(e), int(d)) for s, e, d in raw["parts"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        covered = 0
+        for part in sorted(parts, key=lambda p: p.start):
+            if part.start != covered or not part.start <= part.done <= part.end:
+                return None
+            covered = part.end
+        if covered != size:
+            return None
+        return cls(digest, size, parts)
+
+    def save(self, path: Path, key: str) -> None:
+        """Write the state atomically; a failure only costs resumability, so it is logged."""
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            tmp.write_text(self.to_json())
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.debug("could not save part state for %s: %s", key, exc)
+
+
+def merge_following_parts(state: PartState, part: Part) -> None:
+    """The server ignores Range: ``part`` streams on to the end of the file, alone."""
+    dropped = [p for p in state.parts if p.start > part.start]
+    state.received -= sum(p.done - p.start for p in dropped)
+    state.parts = [p for p in state.parts if p.start <= part.start]
+    part.end = state.size
+
+
+def take_following_parts(state: PartState, queue: deque[Part], part: Part, count: int) -> None:
+    """Let ``part``'s request also cover up to ``count`` untouched parts queued after it."""
+    while count and queue and queue[0].start == part.end and queue[0].done == queue[0].start:
+        following = queue.popleft()
+        state.parts = [p for p in state.parts if p is not following]
+        part.end = following.end
+        count -= 1
+
+
+def present_bytes(transfer: FileTransfer) -> int:
+    """Bytes of ``transfer`` already on disk: final file or resumable partial."""
+    try:
+        if transfer.trust_existing and transfer.dest.stat().st_size == transfer.size:
+            return transfer.size
+    except OSError:
+        pass
+    state = PartState.load(transfer.state_path, transfer.digest, transfer.size)
+    return state.present if state else 0

@@ -1,0 +1,450 @@
+"""Docker Model Runner's model store on disk, written exactly as Docker Model Runner writes it.
+
+    <models>/layout.json               {"version": "1.0.0"}
+    <models>/models.json               {"models": [{"id", "tags", "files"}, …]}
+    <models>/manifests/sha256/<hex>    the manifest bytes as served; <hex> = sha256 of them
+    <models>/blobs/sha256/<hex>        every layer (by digest) and the config blob
+    <models>/bundles/sha256/<hex>/     Docker Model Runner's runtime view, rebuilt on demand
+
+``<models>`` is the ``models_dir`` argument, else ``$MODELS_PATH``, else
+``~/.docker/models`` (Docker Desktop and ``docker model`` share it). An index
+entry is ``id`` = ``sha256:<manifest digest>``, ``tags`` in Docker Model
+Runner's normalised form (:func:`dmr_tag`, e.g. ``docker.io/ai/smollm2:latest``)
+and ``files`` = the layer digests in manifest order, then the config digest.
+Docker Model Runner lists a model from ``models.json``, the manifest and the
+config alone; ``bundles/`` is not needed (it is rebuilt when missing).
+
+The write order is Docker Model Runner's: ``layout.json`` (when missing), the
+blobs, the manifest (refused unless every blob it names is present), then the
+index entry with its tags. Docker Model Runner writes the entry and then adds
+the tags in a second write; one write with both leaves the same file and one
+less moment in which the model is listed without its tag. A tag moves: it is
+taken off any other model that had it, as ``docker model tag`` does. Every JSON
+file is written to a temporary file, fsynced and renamed. ``models.json`` is
+rewritten under a file lock (``.modelpull/models.json.lock``) so two modelpull
+processes never lose each other's entries; Docker Model Runner itself takes no
+lock, so a ``docker model pull`` racing with us at the very same instant could
+still drop one entry.
+
+Downloads in progress live in ``<models>/.modelpull/``, not in ``blobs/``:
+Docker Model Runner treats ``blobs/sha256/<hex>.incomplete`` as its own
+contiguous partial download (it appends to it and deletes it after seven
+days), which our ranged, out-of-order partials are not. It ignores folders it
+does not know in the store root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from ..errors import InvalidModel, ModelNotFound, UnsafeSource
+from .ollama_store import ManifestLayer, blob_hex, parse_manifest
+
+__all__ = [
+    "DockerModelStore",
+    "IndexEntry",
+    "StoredModel",
+    "default_models_dir",
+    "delete_local",
+    "dmr_tag",
+    "list_local",
+]
+
+LAYOUT_VERSION = "1.0.0"
+DEFAULT_REGISTRY = "docker.io"
+DEFAULT_ORG = "ai"
+_WORK_DIR = ".modelpull"
+_LOCK_TIMEOUT = 60.0
+
+# Docker's reference grammar (distribution/reference), the parts Docker Model Runner relies on.
+_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = re.compile(rf"{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*(?::[0-9]+)?")
+_PATH_PART = re.compile(r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*")
+_TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_SHORT_ID = re.compile(r"(?:sha256:)?[0-9a-f]{12}(?:[0-9a-f]{52})?")
+
+
+def default_models_dir() -> Path:
+    """``$MODELS_PATH``, else ``~/.docker/models``."""
+    return Path(os.environ.get("MODELS_PATH") or Path.home() / ".docker" / "models").expanduser()
+
+
+def dmr_tag(reference: str, default_registry: str | None = None) -> str | None:
+    """The tag Docker Model Runner stores for ``reference``, e.g. ``docker.io/ai/smollm2:latest``.
+
+    As Docker Model Runner normalises names: ``hf.co/`` becomes
+    ``huggingface.co/``; a bare name gets the ``ai/`` organisation; the name
+    (not the tag) is lowercased; no tag means ``latest``; no registry means
+    ``docker.io`` (or ``default_registry``, else ``$DEFAULT_REGISTRY``, as
+    Docker Model Runner reads it). ``name:tag@sha256:…`` stores ``name:tag``.
+    A reference by digest alone returns ``None``: Docker Model Runner would tag
+    it ``:latest`` and so move ``latest`` away from whatever model had it; we
+    store such a model untagged (it is still found by its digest). Raises
+    :class:`InvalidModel` for a reference Docker would refuse.
+    """
+    text = reference.strip()
+    if not text or len(text) > 512:
+        raise InvalidModel(f"{reference[:80]!r} is not a model reference")
+    if text.startswith("hf.co/"):
+        text = "huggingface.co/" + text[len("hf.co/"):]
+    name, _, digest = text.partition("@")
+    if digest and not _DIGEST.fullmatch(digest):
+        raise InvalidModel(f"{reference[:80]!r} has an invalid digest (expected sha256:<64 hex>)")
+    tag = None
+    slash, colon = name.rfind("/"), name.rfind(":")
+    if colon > slash:
+        name, tag = name[:colon], name[colon + 1:]
+    name = name.lower()  # the name only: a tag keeps its case
+    if tag is None and digest:
+        return None
+    tag = tag or "latest"
+    if not _TAG.fullmatch(tag):
+        raise InvalidModel(f"{reference[:80]!r} has an invalid tag {tag[:40]!r}")
+
+    first, _, rest = name.partition("/")
+    explicit_registry = bool(rest) and ("." in first or ":" in first or first == "localhost")
+    if explicit_registry:
+        domain, path = first, rest
+    else:
+        domain = default_registry or os.environ.get("DEFAULT_REGISTRY") or DEFAULT_REGISTRY
+        path = name
+    if domain == "index.docker.io":
+        domain = DEFAULT_REGISTRY
+    if "/" not in path and (not explicit_registry or domain == DEFAULT_REGISTRY):
+        # Docker names it library/<name>; Docker Model Runner's default organisation replaces it.
+        path = f"{DEFAULT_ORG}/{path}"
+    if not _DOMAIN.fullmatch(domain) or not all(_PATH_PART.fullmatch(p) for p in path.split("/")):
+        raise InvalidModel(f"{reference[:80]!r} is not a valid model reference")
+    if len(domain) + 1 + len(path) > 255:
+        raise InvalidModel(f"{reference[:80]!r} is longer than a registry allows")
+    return f"{domain}/{path}:{tag}"
+
+
+def short_name(tag: str) -> str:
+    """A stored tag as ``docker model ls`` shows it: without ``docker.io/``."""
+    return tag.removeprefix(DEFAULT_REGISTRY + "/")
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One model in ``models.json``."""
+
+    id: str
+    tags: tuple[str, ...]
+    files: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "tags": list(self.tags), "files": list(self.files)}
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """A model read back from the store."""
+
+    id: str
+    tags: tuple[str, ...]
+    manifest: bytes
+    config: bytes
+    #: the config first, then the layers in manifest order
+    blobs: tuple[ManifestLayer, ...]
+    manifest_path: Path
+
+
+class DockerModelStore:
+    """Paths inside one Docker Model Runner store; writes its JSON files atomically."""
+
+    def __init__(self, models_dir: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(models_dir).expanduser() if models_dir else default_models_dir()
+        self.blobs = self.root / "blobs"
+        self.manifests = self.root / "manifests"
+        self.bundles = self.root / "bundles"
+        self.index_path = self.root / "models.json"
+        self.layout_path = self.root / "layout.json"
+        self.work = self.root / _WORK_DIR
+
+    # -- blobs -------------------------------------------------------------
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs / "sha256" / blob_hex(digest)
+
+    def partial_path(self, digest: str) -> Path:
+        return self.work / f"sha256-{blob_hex(digest)}.partial"
+
+    def lock_path(self, digest: str) -> Path:
+        return self.work / f"sha256-{blob_hex(digest)}.lock"
+
+    def has_blob(self, digest: str, size: int) -> bool:
+        """True when the blob is in the store with the expected size (verified when written)."""
+        try:
+            return self.blob_path(digest).stat().st_size == size
+        except OSError:
+            return False
+
+    def write_blob(self, digest: str, data: bytes) -> Path:
+        """Store a small blob (the config) from memory, atomically, after checking its sha256."""
+        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            raise UnsafeSource(f"the blob given as {digest} does not match its digest; refusing it")
+        path = self.blob_path(digest)
+        _write_atomically(path, data)
+        return path
+
+    # -- manifests and the index ------------------------------------------
+    def manifest_path(self, model_id: str) -> Path:
+        return self.manifests / "sha256" / blob_hex(model_id)
+
+    def ensure_layout(self) -> None:
+        """``layout.json``, then an empty ``models.json``, when missing (Docker Model Runner's order)."""
+        if not self.layout_path.exists():
+            _write_atomically(self.layout_path, _go_json({"version": LAYOUT_VERSION}))
+        if not self.index_path.exists():
+            with self.index_lock():
+                if not self.index_path.exists():
+                    _write_atomically(self.index_path, _go_json({"models": []}))
+
+    @contextmanager
+    def index_lock(self) -> Iterator[None]:
+        """Hold the lock under which ``models.json`` is read and rewritten."""
+        self.work.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.work / "models.json.lock"), timeout=_LOCK_TIMEOUT):
+            yield
+
+    def read_index(self) -> list[IndexEntry]:
+        """The entries of ``models.json`` (none when it is missing); malformed ones are skipped."""
+        try:
+            data = json.loads(self.index_path.read_bytes())
+        except FileNotFoundError:
+            return []
+        except ValueError:
+            raise UnsafeSource(f"{self.index_path} is not JSON; refusing to rewrite it") from None
+        models = data.get("models") if isinstance(data, dict) else None
+        entries = []
+        for raw in models if isinstance(models, list) else []:
+            if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
+                continue
+            tags = raw.get("tags") or []  # Docker Model Runner writes null for an untagged model
+            files = raw.get("files") or []
+            entries.append(
+                IndexEntry(
+                    raw["id"],
+                    tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else (),
+                    tuple(f for f in files if isinstance(f, str)) if isinstance(files, list) else (),
+                )
+            )
+        return entries
+
+    def _write_index(self, entries: Sequence[IndexEntry]) -> None:
+        _write_atomically(self.index_path, _go_json({"models": [e.to_json() for e in entries]}))
+        if not self.layout_path.exists():  # as Docker Model Runner's writeIndex does
+            _write_atomically(self.layout_path, _go_json({"version": LAYOUT_VERSION}))
+
+    def write_model(self, manifest: bytes, tags: Sequence[str] = ()) -> str:
+        """Publish a model whose blobs are all in place: manifest, then index entry with ``tags``.
+
+        ``tags`` are references (``ai/smollm2``, ``registry:5000/team/m:q4``),
+        normalised with :func:`dmr_tag`. Returns the model id
+        (``sha256:<manifest digest>``). Raises :class:`UnsafeSource` for a
+        manifest we must not act on, :class:`InvalidModel` for a bad tag, and
+        :class:`RuntimeError` when a blob is missing (blobs come first: a bug in
+        the caller, refused as Docker Model Runner refuses it).
+        """
+        blobs = parse_manifest(manifest)
+        missing = [b.digest for b in blobs if not self.has_blob(b.digest, b.size)]
+        if missing:
+            raise RuntimeError(f"blobs missing from the store, refusing to write the manifest: {missing}")
+        normalised = []
+        for tag in tags:
+            stored = dmr_tag(tag)
+            if stored is not None and stored not in normalised:
+                normalised.append(stored)
+        model_id = "sha256:" + hashlib.sha256(manifest).hexdigest()
+        self.ensure_layout()
+        _write_atomically(self.manifest_path(model_id), manifest)
+        files = tuple(b.digest for b in blobs[1:]) + (blobs[0].digest,)
+        with self.index_lock():
+            entries = self.read_index()
+            updated: list[IndexEntry] = []
+            present = False
+            for entry in entries:
+                if entry.id == model_id:
+                    present = True
+                    kept = entry.tags + tuple(t for t in normalised if t not in entry.tags)
+                    updated.append(IndexEntry(entry.id, kept, entry.files))
+                else:
+                    others = tuple(t for t in entry.tags if t not in normalised)
+                    updated.append(IndexEntry(entry.id, others, entry.files))
+            if not present:
+                updated.append(IndexEntry(model_id, tuple(normalised), files))
+            self._write_index(updated)
+        return model_id
+
+    def find(self, reference: str) -> IndexEntry | None:
+        """The index entry a tag, a model id or a 12-hex short id names, as Docker Model Runner matches them."""
+        entries = self.read_index()
+        text = reference.strip()
+        if _SHORT_ID.fullmatch(text):
+            hexa = text.removeprefix("sha256:")
+            for entry in entries:
+                if entry.id.removeprefix("sha256:").startswith(hexa):
+                    return entry
+        try:
+            wanted = dmr_tag(text)
+        except InvalidModel:
+            return None
+        if wanted is None:  # name@sha256:… : the digest decides
+            digest = text.partition("@")[2]
+            return next((e for e in entries if e.id == digest), None)
+        for entry in entries:
+            if any(_tag_or_none(tag) == wanted for tag in entry.tags):
+                return entry
+        return None
+
+    def read_model(self, reference: str) -> StoredModel:
+        """The manifest, config and blob list of a stored model; :class:`ModelNotFound` if absent."""
+        entry = self.find(reference)
+        if entry is None:
+            raise ModelNotFound(f"{reference} is not in the Docker model store at {self.root}")
+        path = self.manifest_path(entry.id)
+        try:
+            manifest = path.read_bytes()
+        except FileNotFoundError:
+            raise ModelNotFound(f"{reference} is listed in {self.index_path} but its manifest is missing") from None
+        if "sha256:" + hashlib.sha256(manifest).hexdigest() != entry.id:
+            raise UnsafeSource(f"the stored manifest of {reference} does not match its id {entry.id}")
+        blobs = parse_manifest(manifest)
+        try:
+            config = self.blob_path(blobs[0].digest).read_bytes()
+        except FileNotFoundError:
+            raise ModelNotFound(f"the config blob of {reference} is missing from {self.root}") from None
+        return StoredModel(entry.id, entry.tags, manifest, config, tuple(blobs), path)
+
+
+def list_local(models_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+    """The models in a Docker Model Runner store, one dict per model (as in ``models.json``).
+
+    Keys: ``name`` (first tag as ``docker model ls`` shows it, e.g.
+    ``ai/smollm2:latest``, or the 12-hex id of an untagged model), ``tags`` (as
+    stored), ``id`` and ``digest`` (``sha256:<manifest digest>``), ``size``
+    (bytes of the config and every layer), ``path`` (the manifest file),
+    ``modified`` (its POSIX mtime), ``layers`` (count) and ``complete`` (every
+    blob present with its size). Entries whose manifest is unreadable are skipped.
+    """
+    store = DockerModelStore(models_dir)
+    models: list[dict[str, Any]] = []
+    for entry in store.read_index():
+        try:
+            path = store.manifest_path(entry.id)
+            body = path.read_bytes()
+            blobs = parse_manifest(body)
+            modified = path.stat().st_mtime
+        except (OSError, UnsafeSource):
+            continue
+        models.append(
+            {
+                "name": short_name(entry.tags[0]) if entry.tags else entry.id.removeprefix("sha256:")[:12],
+                "tags": list(entry.tags),
+                "id": entry.id,
+                "digest": entry.id,
+                "size": sum(b.size for b in blobs),
+                "path": str(path),
+                "modified": modified,
+                "layers": len(blobs) - 1,
+                "complete": all(store.has_blob(b.digest, b.size) for b in blobs),
+            }
+        )
+    return models
+
+
+def delete_local(name: str, models_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Remove a model as ``docker model rm`` does (without ``--force``).
+
+    ``name`` is a tag (``ai/smollm2``), a model id or a 12-hex short id. When
+    ``name`` is one of several tags of the model, only that tag is removed.
+    Otherwise the manifest, the runtime bundle, the index entry and every blob
+    no other model in ``models.json`` lists are removed. Returns ``{"name",
+    "id", "untagged", "deleted", "path", "removed_blobs", "freed_bytes"}``.
+    Raises :class:`ModelNotFound` when the store has no such model.
+    """
+    store = DockerModelStore(models_dir)
+    with store.index_lock():
+        entry = store.find(name)
+        if entry is None:
+            raise ModelNotFound(f"{name} is not in the Docker model store at {store.root}")
+        entries = store.read_index()
+        path = store.manifest_path(entry.id)
+        wanted = _tag_or_none(name)
+        if wanted is not None and wanted in entry.tags and len(entry.tags) > 1:
+            store._write_index(
+                [IndexEntry(e.id, tuple(t for t in e.tags if t != wanted), e.files) if e.id == entry.id else e
+                 for e in entries]
+            )
+            return {"name": short_name(wanted), "id": entry.id, "untagged": [wanted], "deleted": False,
+                    "path": str(path), "removed_blobs": [], "freed_bytes": 0}
+        keep = {f for e in entries if e.id != entry.id for f in e.files}
+        store._write_index([e for e in entries if e.id != entry.id])
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        shutil.rmtree(store.bundles / "sha256" / blob_hex(entry.id), ignore_errors=True)
+        removed: list[str] = []
+        freed = 0
+        for digest in dict.fromkeys(entry.files):
+            if digest in keep:
+                continue
+            try:
+                blob = store.blob_path(digest)
+                size = blob.stat().st_size
+                blob.unlink()
+            except (FileNotFoundError, UnsafeSource):
+                continue
+            removed.append(digest)
+            freed += size
+    shown = short_name(entry.tags[0]) if entry.tags else entry.id
+    return {"name": shown, "id": entry.id, "untagged": list(entry.tags), "deleted": True,
+            "path": str(path), "removed_blobs": removed, "freed_bytes": freed}
+
+
+def _tag_or_none(reference: str) -> str | None:
+    try:
+        return dmr_tag(reference)
+    except InvalidModel:
+        return None
+
+
+def _go_json(data: Any) -> bytes:
+    """JSON as Go's ``json.MarshalIndent(v, "", "  ")`` writes it (no newline at the end)."""
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                          ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escaped)
+    return text.encode()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
