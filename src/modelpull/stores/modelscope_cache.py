@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from ..errors import InvalidModel, ModelNotFound
 from .paths import join_inside, safe_relative
 
@@ -113,6 +115,11 @@ class ModelScopeCacheStore:
         self.revision = revision
         self.root, hub = _cache_root(cache_dir)
         self.one_folder = hub / "models" / self.owner / folder_name(self.name)
+        # where modelscope-hub looks for a one-folder model, in its order
+        self._sdk_one_folders = [
+            self.root / "models" / self.owner / folder_name(self.name),
+            self.root / "hub" / "models" / self.owner / folder_name(self.name),
+        ]
         self.snapshots = self.root / "models" / f"{self.owner}--{self.name}" / "snapshots"
         self.state = self.root / STATE_FOLDER
         self.folder = self._choose_folder()
@@ -120,14 +127,15 @@ class ModelScopeCacheStore:
     @property
     def layout(self) -> str:
         """``"one-folder"`` (modelscope <= 1.37 layout) or ``"snapshots"`` (modelscope-hub)."""
-        return "one-folder" if self.folder == self.one_folder else "snapshots"
+        return "snapshots" if self.snapshots in self.folder.parents else "one-folder"
 
     def _choose_folder(self) -> Path:
         # modelscope-hub reads a non-empty one-folder model before any snapshot,
         # so that is where files must go once it exists.
-        if _non_empty(self.one_folder):
-            return self.one_folder
-        if self.snapshots.is_dir() and any(_non_empty(s) for s in _children(self.snapshots)):
+        for folder in (self.one_folder, *self._sdk_one_folders):
+            if _non_empty(folder):
+                return folder
+        if any(_non_empty(s) for s in _children(self.snapshots)):
             return self.snapshots / self.revision
         return self.one_folder
 
@@ -172,15 +180,17 @@ class ModelScopeCacheStore:
         given). Returns the model folder.
         """
         self.folder.mkdir(parents=True, exist_ok=True)
-        if self.layout == "one-folder":
-            self._write_sdk_index(commit, revision, files, file_commits or {}, created_at)
-        verified = self._verified()
-        for path, sha256 in files:
-            stat = join_inside(self.folder, path).stat()
-            verified[path] = [stat.st_size, stat.st_mtime_ns, sha256]
         self.state.mkdir(parents=True, exist_ok=True)
-        record = {"folder": str(self.folder), "files": verified}
-        _write_atomic(self._record_path(), json.dumps(record, sort_keys=True).encode())
+        # two downloads of one model must not lose each other's index entries
+        with FileLock(str(self.state / f"{_state_prefix(self.owner, self.name)}publish.lock")):
+            if self.layout == "one-folder":
+                self._write_sdk_index(commit, revision, files, file_commits or {}, created_at)
+            verified = self._verified()
+            for path, sha256 in files:
+                stat = join_inside(self.folder, path).stat()
+                verified[path] = [stat.st_size, stat.st_mtime_ns, sha256]
+            record = {"folder": str(self.folder), "files": verified}
+            _write_atomic(self._record_path(), json.dumps(record, sort_keys=True).encode())
         return self.folder
 
     def _write_sdk_index(
