@@ -16,11 +16,12 @@ from .http import (
     retry_after,
     send,
 )
-from .parts import present_bytes
+from .parts import STATE_SUFFIX, present_bytes
 from .policy import POLICIES, Retry, TransferPolicy, resolve_policy, retry_request
 
 __all__ = [
     "POLICIES",
+    "STATE_SUFFIX",
     "Auth",
     "BearerAuth",
     "ErrorForResponse",
