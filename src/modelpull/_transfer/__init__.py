@@ -16,7 +16,7 @@ from .http import (
     retry_after,
     send,
 )
-from .parts import STATE_SUFFIX, present_bytes
+from .parts import STATE_SUFFIX, PartialFile, present_bytes, read_partial
 from .policy import POLICIES, Retry, TransferPolicy, resolve_policy, retry_request
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "ErrorForResponse",
     "FileTransfer",
     "NoAuth",
+    "PartialFile",
     "Retry",
     "ServerBusy",
     "TooManyRedirects",
@@ -39,6 +40,7 @@ __all__ = [
     "new_session",
     "present_bytes",
     "read_capped",
+    "read_partial",
     "resolve_policy",
     "retry_after",
     "retry_request",

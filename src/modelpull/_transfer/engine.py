@@ -32,7 +32,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -40,6 +40,7 @@ from filelock import FileLock, Timeout
 from yarl import URL
 
 from .._aio import run_all
+from .._durable import replace_durably
 from ..errors import (
     AuthRequired,
     ChecksumMismatch,
@@ -98,6 +99,9 @@ class FileTransfer:
     lock: Path | None = None
     #: a file already at ``dest`` with the right size counts as done
     trust_existing: bool = True
+    #: whose file this is (``provider``, ``model``), kept in the part state so partial
+    #: downloads can be listed by model
+    owner: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_digest(self.digest)
@@ -222,6 +226,7 @@ class TransferEngine:
                     transfer.size,
                     [Part(s, e, s) for s, e in self.policy.split(transfer.size)],
                 )
+                state.owner = {**transfer.owner, "file": transfer.key}
                 self._reserve(fd, transfer)
                 state.save(transfer.state_path, transfer.key)
             assert state is not None
@@ -235,9 +240,10 @@ class TransferEngine:
                 await self._verify(transfer, writer)
             finally:
                 writer.close()  # queued bytes land on disk before the descriptor closes
+            # Verified: flush the bytes, then give the file its name (then flush the name).
+            await asyncio.to_thread(replace_durably, transfer.partial, transfer.dest, fd)
         finally:
             os.close(fd)
-        os.replace(transfer.partial, transfer.dest)
         transfer.state_path.unlink(missing_ok=True)
 
     def _reserve(self, fd: int, transfer: FileTransfer) -> None:

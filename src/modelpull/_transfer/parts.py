@@ -47,6 +47,8 @@ class PartState:
     received: int = 0
     #: resolved by the first response of a multi-part fetch: does the server honour Range?
     ranges_ok: asyncio.Future[bool] | None = field(default=None, compare=False)
+    #: whose partial this is (``provider``, ``model``, ``file``), for listings of partial downloads
+    owner: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def present(self) -> int:
@@ -64,14 +66,15 @@ class PartState:
         return end
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "version": 1,
-                "digest": self.digest,
-                "size": self.size,
-                "parts": [[p.start, p.end, p.done] for p in self.parts],
-            }
-        )
+        data: dict[str, object] = {
+            "version": 1,
+            "digest": self.digest,
+            "size": self.size,
+            "parts": [[p.start, p.end, p.done] for p in self.parts],
+        }
+        if self.owner:
+            data["owner"] = self.owner
+        return json.dumps(data)
 
     @classmethod
     def load(cls, path: Path, digest: str, size: int) -> PartState | None:
@@ -89,7 +92,8 @@ class PartState:
             covered = part.end
         if covered != size:
             return None
-        return cls(digest, size, parts)
+        owner = raw.get("owner")
+        return cls(digest, size, parts, owner=owner if _is_owner(owner) else {})
 
     def save(self, path: Path, key: str) -> None:
         """Write the state atomically; a failure only costs resumability, so it is logged."""
@@ -99,6 +103,33 @@ class PartState:
             os.replace(tmp, path)
         except OSError as exc:
             log.debug("could not save part state for %s: %s", key, exc)
+
+
+def _is_owner(value: object) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+
+
+@dataclass(frozen=True)
+class PartialFile:
+    """A partial download as its part state describes it (for listings)."""
+
+    size: int
+    present: int
+    owner: dict[str, str]
+    modified: float
+
+
+def read_partial(state_path: Path) -> PartialFile | None:
+    """What a part-state file says, without knowing the file's digest; None if unreadable."""
+    try:
+        raw = json.loads(state_path.read_text())
+        size = int(raw["size"])
+        present = sum(int(d) - int(s) for s, _, d in raw["parts"])
+        modified = state_path.stat().st_mtime
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    owner = raw.get("owner")
+    return PartialFile(size, max(0, min(present, size)), owner if _is_owner(owner) else {}, modified)
 
 
 def merge_following_parts(state: PartState, part: Part) -> None:

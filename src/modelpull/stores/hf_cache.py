@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .._durable import fsync_dirs, write_atomic
 from .paths import FileSlot, join_inside, safe_relative
 
 
@@ -63,6 +64,7 @@ class HfCacheStore:
     def publish(self, commit: str, revision: str, files: list[tuple[str, str]]) -> Path:
         """Link every (path, etag) into the snapshot, then point the ref at it."""
         snapshot = self.snapshot_dir(commit)
+        touched: list[Path] = []
         for path, etag in files:
             link = join_inside(snapshot, path)
             link.parent.mkdir(parents=True, exist_ok=True)
@@ -73,13 +75,11 @@ class HfCacheStore:
             tmp.unlink(missing_ok=True)
             os.symlink(target, tmp)
             os.replace(tmp, link)
+            touched.append(link.parent)
         snapshot.mkdir(parents=True, exist_ok=True)
+        fsync_dirs(touched)  # the links are on disk before the ref names the snapshot
         if revision != commit:
-            ref = join_inside(self.folder / "refs", revision)
-            ref.parent.mkdir(parents=True, exist_ok=True)
-            tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
-            tmp.write_text(commit)
-            os.replace(tmp, ref)
+            write_atomic(join_inside(self.folder / "refs", revision), commit.encode())
         return snapshot
 
 
@@ -131,9 +131,7 @@ class LocalDirStore:
 
     def publish(self, commit: str, revision: str, files: list[tuple[str, str]]) -> Path:
         for path, etag in files:
-            meta = join_inside(self.meta, path + ".metadata")
-            meta.parent.mkdir(parents=True, exist_ok=True)
-            meta.write_text(f"{commit}\n{etag}\n{time.time()}\n")
+            write_atomic(join_inside(self.meta, path + ".metadata"), f"{commit}\n{etag}\n{time.time()}\n".encode())
         return self.root
 
 

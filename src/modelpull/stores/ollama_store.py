@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _oci
+from .._durable import write_atomic
 from .._oci import Descriptor, digest_hex
 from ..errors import InvalidModel, ModelNotFound, UnsafeSource
 from ..refs import OllamaName, parse_ollama_name
@@ -83,17 +84,7 @@ class OllamaStore:
     def write_manifest(self, name: OllamaName, body: bytes) -> Path:
         """Write ``body`` as the manifest of ``name``, atomically (never half-written)."""
         path = self.manifest_path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(body)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_atomic(path, body)
         return path
 
     def read_manifest(self, name: OllamaName) -> bytes | None:
