@@ -57,7 +57,7 @@ def traced_download(provider: str, model: str, **kwargs: Any) -> tuple[list[Call
             [strace_path(), "-f", "-y", "-qq", "-s", "4096", "-o", str(log),
              "-e", "trace=fsync,fdatasync,rename,renameat,renameat2",
              sys.executable, "-c", script, json.dumps(kwargs)],
-            capture_output=True, text=True, timeout=120, env=os.environ.copy(),
+            capture_output=True, text=True, timeout=120, env=os.environ.copy(), check=False,
         )
         if out.returncode != 0:
             raise AssertionError(f"traced download failed:\n{out.stderr[-3000:]}")
