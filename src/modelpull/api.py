@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
+from ._format import format_bytes
 from ._secrets import Secret, as_secret, redact
-from .errors import InvalidOption, ModelpullError
-from .plan import Plan
+from .errors import (
+    ConnectionFailed,
+    IncompleteTransfer,
+    InvalidOption,
+    ModelpullError,
+    OfflineUnavailable,
+    ServerError,
+    TransferTimeout,
+)
+from .plan import LocalCopy, Plan
 from .progress import DownloadProgress, DownloadStatus, ProgressReporter, ProgressTracker
 from .providers import SOURCES, Provider
 from .providers.base import bool_option, check_free_space
@@ -96,6 +106,12 @@ async def plan_download(
     options.pop("dry_run", None)
     prov = make_provider(provider, model, token, base_url, **options)
     try:
+        if prov.offline:
+            copy = await prov.local_copy()
+            if copy is None:
+                raise OfflineUnavailable(_missing(prov, copy))
+            copy.plan.notes.append(f"offline mode: this is the copy on disk ({_since(copy)})")
+            return copy.plan
         return await prov.plan()
     except ModelpullError as exc:
         exc.message = redact(exc.message, prov.secrets)
@@ -130,7 +146,24 @@ async def download_model(
         prov = make_provider(provider, model, token, base_url, **options)
         secrets.extend(prov.secrets)
         dry_run = bool_option(options, "dry_run")
-        plan = await prov.plan()
+        copy = await prov.local_copy()
+        if prov.offline or (copy is not None and copy.complete and copy.pinned and not dry_run):
+            # No network at all: the copy on disk, or what is missing from it.
+            if copy is None or not copy.complete:
+                raise OfflineUnavailable(_missing(prov, copy))
+            started = True
+            for served in _from_local(prov, copy, _local_reason(prov, copy), dry_run):
+                yield _scrub(served, secrets)
+            return
+        try:
+            plan = await prov.plan()
+        except _SOURCE_FAILED as exc:
+            if copy is None or not copy.complete:
+                raise
+            started = True
+            for served in _from_local(prov, copy, _fallback_reason(prov, copy, exc), dry_run):
+                yield _scrub(served, secrets)
+            return
         # No items: the source announces sizes as it goes (Ollama's server).
         tracker = ProgressTracker(plan.total_bytes if plan.items else None)
         for item in plan.items:
@@ -163,7 +196,14 @@ async def download_model(
                     event = reporter.event(DownloadStatus.DOWNLOADING, prov.progress_message(tracker))
                 if event is not None:
                     yield _scrub(event, secrets)
-            path = fetch.result()
+            try:
+                path = fetch.result()
+            except _SOURCE_FAILED as exc:
+                if copy is None or not copy.complete:
+                    raise
+                reason = _fallback_reason(prov, copy, exc)
+                yield _scrub(reporter.complete(reason, copy.path), secrets)
+                return
         finally:
             if not fetch.done():
                 fetch.cancel()
@@ -193,6 +233,64 @@ async def download_model(
     finally:
         if prov is not None:
             await prov.close()
+
+
+#: failures of the source itself (not answers such as "not found"): a complete copy on disk serves
+_SOURCE_FAILED = (ConnectionFailed, ServerError, TransferTimeout, IncompleteTransfer)
+
+
+def _from_local(prov: Provider, copy: LocalCopy, reason: str, dry_run: bool) -> Iterator[DownloadProgress]:
+    """STARTING and COMPLETE for a model served from its copy on disk."""
+    tracker = ProgressTracker(copy.plan.total_bytes)
+    for item in copy.plan.items:
+        tracker.declare(item.name, item.size, item.present_bytes)
+    reporter = ProgressReporter(tracker)
+    starting = reporter.event(
+        DownloadStatus.STARTING, f"Using the copy of {prov.model} on disk: {copy.plan.summary()}", force=True
+    )
+    assert starting is not None
+    yield starting
+    if dry_run:
+        reason = f"Dry run, nothing downloaded. {reason}"
+    yield reporter.complete(reason, copy.path)
+
+
+def _since(copy: LocalCopy) -> str:
+    if copy.downloaded_at is None:
+        return "earlier"
+    return "on " + time.strftime("%Y-%m-%d %H:%M", time.localtime(copy.downloaded_at))
+
+
+def _local_reason(prov: Provider, copy: LocalCopy) -> str:
+    if prov.offline:
+        return (
+            f"{prov.model} is complete in the local store (offline mode: nothing was fetched, "
+            f"downloaded {_since(copy)}): {copy.path}"
+        )
+    return (
+        f"{prov.model} at {copy.plan.revision or 'this revision'} is already on disk; a pinned revision "
+        f"needs no network: {copy.path}"
+    )
+
+
+def _fallback_reason(prov: Provider, copy: LocalCopy, exc: ModelpullError) -> str:
+    return (
+        f"the source could not be used ({exc.message}); using the copy of {prov.model} downloaded "
+        f"{_since(copy)} from the local store: {copy.path}"
+    )
+
+
+def _missing(prov: Provider, copy: LocalCopy | None) -> str:
+    head = f"offline mode is on, and {prov.model} is not complete on disk"
+    if copy is None or not copy.plan.items:
+        return f"{head}: nothing of it is in the local store; download it once without offline mode"
+    missing = copy.missing
+    names = ", ".join(item.name for item in missing[:5]) + (", ..." if len(missing) > 5 else "")
+    size = sum(item.size or 0 for item in missing)
+    return (
+        f"{head}: {len(missing)} file{'s' if len(missing) != 1 else ''} ({format_bytes(size)}) "
+        f"missing: {names}; run the download once without offline mode to fetch them"
+    )
 
 
 def _actionable(exc: ModelpullError) -> str:

@@ -20,6 +20,7 @@ __all__ = [
     "InvalidOption",
     "ModelNotFound",
     "ModelpullError",
+    "OfflineUnavailable",
     "RevisionNotFound",
     "ServerError",
     "TransferTimeout",
@@ -104,6 +105,12 @@ class DiskFull(ModelpullError):
     resumable = True
 
 
+class OfflineUnavailable(ModelpullError):
+    """Offline mode is on and what was asked for is not complete on disk."""
+
+    code = "offline"
+
+
 class UnsafeSource(ModelpullError):
     """The source described something we refuse to act on (path escape, bad digest)."""
 
@@ -128,5 +135,6 @@ ERROR_CODES: tuple[str, ...] = tuple(
         ChecksumMismatch,
         DiskFull,
         UnsafeSource,
+        OfflineUnavailable,
     )
 ) + ("internal_error",)

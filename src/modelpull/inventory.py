@@ -23,13 +23,25 @@ from its settings), ``ollama_source`` (``auto`` | ``server`` | ``store``),
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConnectionFailed, InvalidOption, ServerError, UnsupportedProvider
-from .providers import SOURCES, LocalModel, Place, Source
+from ._transfer import STATE_SUFFIX
+from .errors import ConnectionFailed, InvalidOption, ModelNotFound, ServerError, UnsupportedProvider
+from .providers import SOURCES, LocalModel, PartialDownload, Place, Source
 
-__all__ = ["Inventory", "LocalModel", "delete_model", "list_models", "scan_inventory", "settings_accepted"]
+__all__ = [
+    "Inventory",
+    "LocalModel",
+    "PartialDownload",
+    "delete_model",
+    "discard_partials",
+    "list_models",
+    "list_partials",
+    "scan_inventory",
+    "settings_accepted",
+]
 
 
 @dataclass
@@ -120,3 +132,56 @@ def delete_model(provider: str, model: str, **settings: Any) -> dict[str, Any]:
     source = _source(provider)
     assert source.place is not None
     return source.place.delete(source, model, settings)
+
+
+# -- partial downloads ---------------------------------------------------------------
+def list_partials(provider: str | None = None, **settings: Any) -> list[PartialDownload]:
+    """Unfinished downloads kept on disk (of ``provider``, or everywhere), newest first.
+
+    Each has its source, model, file, bytes present and total (None when the
+    tool that left it recorded none: huggingface_hub's own ``.incomplete``
+    files) and last activity. Pulling the model again resumes it;
+    :func:`discard_partials` removes it.
+    """
+    _check(settings)
+    found: list[PartialDownload] = []
+    for place, source in _partial_places(provider):
+        if place.partials is None:
+            continue
+        for partial in place.partials(settings):
+            if source is None or partial.provider == source.name or partial.left_by != "modelpull":
+                found.append(partial)
+    found.sort(key=lambda p: (-p.modified, p.provider, p.model, p.file))
+    return found
+
+
+def discard_partials(provider: str | None = None, model: str | None = None, **settings: Any) -> list[PartialDownload]:
+    """Remove unfinished downloads: every one, every one of ``provider``, or of one ``model``.
+
+    Returns what was removed. Raises :class:`~modelpull.errors.ModelNotFound`
+    when a model was named and has no partial download.
+    """
+    if model is not None and provider is None:
+        raise InvalidOption("name the provider of the model whose partial downloads to discard")
+    chosen = list_partials(provider, **settings)
+    if model is not None:
+        source = _source(provider)
+        assert source.place is not None
+        chosen = [p for p in chosen if source.place.same_model(p.model, model)]
+        if not chosen:
+            raise ModelNotFound(f"{model} has no partial download in {source.place.title}")
+    for partial in chosen:
+        for leftover in (partial.path, partial.path + STATE_SUFFIX):
+            try:
+                os.unlink(leftover)
+            except FileNotFoundError:
+                pass
+    return chosen
+
+
+def _partial_places(provider: str | None) -> list[tuple[Place, Source | None]]:
+    if provider is None:
+        return [(place, None) for place in SOURCES.places()]
+    source = _source(provider)
+    assert source.place is not None
+    return [(source.place, source)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Plan", "PlanDetail", "PlanItem"]
+__all__ = ["LocalCopy", "Plan", "PlanDetail", "PlanItem"]
 
 
 @dataclass
@@ -97,3 +97,27 @@ class Plan:
         if self.present_bytes:
             text += f" ({format_bytes(self.present_bytes)} already local)"
         return text
+
+
+@dataclass
+class LocalCopy:
+    """A model as it is on disk, found without any network call.
+
+    ``plan`` lists what the model needs with what is present; ``path`` is what
+    a completed download would report; ``downloaded_at`` when it was last
+    completed (POSIX seconds, if known). ``pinned``: the reference names
+    immutable content (a commit, a digest), so a complete copy needs no network.
+    """
+
+    plan: Plan
+    path: str
+    downloaded_at: float | None = None
+    pinned: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.plan.items) and all(item.local for item in self.plan.items)
+
+    @property
+    def missing(self) -> list[PlanItem]:
+        return [item for item in self.plan.items if not item.local]

@@ -42,6 +42,7 @@ def _parse_option(raw: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--option", "-o", "raw_options", multiple=True, metavar="KEY=VALUE", help="Any other provider option.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON event per line.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (files or layers, sizes) and download nothing.")
+@click.option("--offline", is_flag=True, help="No network at all: use the copy on disk, or say what is missing (HF_HUB_OFFLINE=1 does the same for the Hub sources).")
 def pull(
     provider: str,
     model: str,
@@ -55,6 +56,7 @@ def pull(
     raw_options: tuple[str, ...],
     as_json: bool,
     dry_run: bool,
+    offline: bool,
 ) -> None:
     """Download MODEL from PROVIDER (the sources are listed below)."""
     options = _parse_option(raw_options)
@@ -64,6 +66,7 @@ def pull(
         ("ignore_patterns", list(ignore_patterns) or None),
         ("cache_dir", cache_dir),
         ("local_dir", local_dir),
+        ("offline", offline),
     ):
         if value:
             options[key] = value

@@ -87,9 +87,13 @@ def serve(
 @main.command("list")
 @click.argument("provider", required=False)
 @_location_options(serving=False)
+@click.option("--partial", is_flag=True, help="List unfinished downloads kept for resume instead of models.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def list_command(provider: str | None, as_json: bool, **settings: str | None) -> None:
+def list_command(provider: str | None, partial: bool, as_json: bool, **settings: str | None) -> None:
     """List downloaded models (of PROVIDER, or of every source)."""
+    if partial:
+        _list_partials(provider, as_json, _inventory_settings(settings))
+        return
     from ..inventory import scan_inventory
 
     try:
@@ -120,16 +124,56 @@ def list_command(provider: str | None, as_json: bool, **settings: str | None) ->
         click.echo(f"note: {note}", err=True)
 
 
+def _list_partials(provider: str | None, as_json: bool, settings: dict[str, Any]) -> None:
+    from ..inventory import list_partials
+
+    try:
+        partials = list_partials(provider, **settings)
+    except ModelpullError as exc:
+        raise click.ClickException(f"[{exc.code}] {exc.message}") from None
+    if as_json:
+        click.echo(json.dumps({"partials": [p.to_dict() for p in partials]}))
+        return
+    if not partials:
+        click.echo("no partial downloads")
+        return
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("provider", "model", "file", "on disk", "last activity", "path"):
+        table.add_column(column, justify="right" if column == "on disk" else "left")
+    for p in partials:
+        done = format_bytes(p.present_bytes)
+        if p.total_bytes:
+            done += f" / {format_bytes(p.total_bytes)} ({100 * p.present_bytes / p.total_bytes:.0f} %)"
+        when = datetime.fromtimestamp(p.modified).strftime("%Y-%m-%d %H:%M")
+        model = p.model + ("" if p.left_by == "modelpull" else f" (left by {p.left_by})")
+        table.add_row(*(Text(cell) for cell in (p.provider, model, p.file, done, when, p.path)))
+    # piped: one line per partial, never wrapped or cut at 80 columns
+    Console(soft_wrap=True, width=None if sys.stdout.isatty() else 100_000).print(table)
+    click.echo("Pull the same model again to resume; `modelpull rm --partial PROVIDER MODEL` discards.", err=True)
+
+
 list_command.help = f"List downloaded models of PROVIDER ({_listable()}; all by default)."
 
 
 @main.command("rm")
-@click.argument("provider")
-@click.argument("model")
+@click.argument("provider", required=False)
+@click.argument("model", required=False)
 @_location_options(serving=False)
+@click.option("--partial", is_flag=True, help="Discard unfinished downloads (of MODEL, of PROVIDER, or --all).")
+@click.option("--all", "everything", is_flag=True, help="With --partial: every unfinished download.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def rm_command(provider: str, model: str, yes: bool, **settings: str | None) -> None:
+def rm_command(provider: str | None, model: str | None, partial: bool, everything: bool, yes: bool,
+               **settings: str | None) -> None:
     """Delete a downloaded MODEL of PROVIDER."""
+    if partial:
+        _discard_partials(provider, model, everything, yes, _inventory_settings(settings))
+        return
+    if not provider or not model:
+        raise click.UsageError("name the PROVIDER and the MODEL to delete (or use --partial)")
     from ..inventory import delete_model
 
     if not yes and sys.stdin.isatty():
@@ -139,6 +183,23 @@ def rm_command(provider: str, model: str, yes: bool, **settings: str | None) -> 
     except ModelpullError as exc:
         raise click.ClickException(f"[{exc.code}] {exc.message}") from None
     click.echo(f"deleted {result['name']} ({format_bytes(result['freed_bytes'])} freed)")
+
+
+def _discard_partials(provider: str | None, model: str | None, everything: bool, yes: bool,
+                      settings: dict[str, Any]) -> None:
+    from ..inventory import discard_partials
+
+    if not (provider or everything):
+        raise click.UsageError("name PROVIDER [MODEL] whose partial downloads to discard, or pass --all")
+    what = "every partial download" if not provider else f"the partial downloads of {provider} {model or ''}"
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Discard {what.strip()}?", abort=True)
+    try:
+        gone = discard_partials(provider, model, **settings)
+    except ModelpullError as exc:
+        raise click.ClickException(f"[{exc.code}] {exc.message}") from None
+    freed = sum(p.present_bytes for p in gone)
+    click.echo(f"discarded {len(gone)} partial file{'s' if len(gone) != 1 else ''} ({format_bytes(freed)} freed)")
 
 
 rm_command.help = f"Delete a downloaded MODEL of PROVIDER ({_listable()})."

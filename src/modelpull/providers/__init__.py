@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from . import gguf, huggingface, ollama_registry, ollama_server
 from ._registry import Registry
-from ._source import LocalModel, Location, Option, Place, Source
+from ._source import LocalModel, Location, Option, PartialDownload, Place, Source
 from .base import Provider
 
 SOURCES = Registry((
@@ -26,5 +26,5 @@ def provider_names() -> list[str]:
     return SOURCES.names()
 
 
-__all__ = ["SOURCES", "LocalModel", "Location", "Option", "Place", "Provider", "Registry", "Source",
-           "provider_names"]
+__all__ = ["SOURCES", "LocalModel", "Location", "Option", "PartialDownload", "Place", "Provider", "Registry",
+           "Source", "provider_names"]

@@ -97,6 +97,10 @@ class HubClient:
     def token(self) -> Secret | None:
         return self._token
 
+    @property
+    def offline(self) -> bool:
+        return hub_offline()
+
     def auth(self) -> Auth:
         return BearerAuth(self._token, self.endpoint)
 
@@ -132,7 +136,7 @@ class HubClient:
 
         chosen = wanted.wanted(sorted(siblings))
         files = list(await asyncio.gather(*(describe(p) for p in chosen)))
-        return RepoListing(commit, files)
+        return RepoListing(commit, files, _tree(siblings.values()))
 
     async def _describe(
         self, session: aiohttp.ClientSession, policy: TransferPolicy, repo_id: str, revision: str,
@@ -301,3 +305,21 @@ class HubClient:
 
     def __repr__(self) -> str:
         return f"HubClient(endpoint={self.endpoint!r}, token={'***' if self._token else None})"
+
+
+def _tree(siblings: Any) -> dict[str, dict[str, Any]] | None:
+    """The repo's full listing in huggingface_hub's tree-cache form, if every file is described."""
+    tree: dict[str, dict[str, Any]] = {}
+    for sibling in siblings:
+        size, blob_id = sibling.get("size"), sibling.get("blobId")
+        if not isinstance(size, int) or not isinstance(blob_id, str) or not _HEX40.fullmatch(blob_id):
+            return None
+        entry: dict[str, Any] = {"size": size, "blob_id": blob_id}
+        lfs = sibling.get("lfs")
+        if isinstance(lfs, dict):
+            sha256 = lfs.get("sha256") or lfs.get("oid")
+            if not isinstance(sha256, str) or not _HEX64.fullmatch(sha256):
+                return None
+            entry["lfs_sha256"], entry["lfs_size"] = sha256, lfs.get("size", size)
+        tree[str(sibling["rfilename"])] = entry
+    return tree

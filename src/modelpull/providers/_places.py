@@ -7,12 +7,15 @@ by one source only is declared in that source's module.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+from .._transfer import STATE_SUFFIX, read_partial
 from ..errors import ConnectionFailed, InvalidModel, InvalidOption, ModelNotFound, ServerError
 from ..refs import parse_ollama_name
-from ._source import LocalModel, Location, Place, Settings, Source
+from ._source import LocalModel, Location, PartialDownload, Place, Settings, Source
 
 __all__ = ["HF_CACHE", "HF_CACHE_DIR", "HF_ENDPOINT", "OLLAMA", "OLLAMA_MODELS_DIR", "OLLAMA_URL"]
 
@@ -88,6 +91,7 @@ HF_CACHE = Place(
     list=_hf_list,
     delete=_hf_delete,
     same_model=lambda a, b: hub_repo_of(a) == hub_repo_of(b),
+    partials=lambda settings: _hf_partials(settings),
 )
 
 
@@ -215,4 +219,69 @@ OLLAMA = Place(
     delete=_ollama_delete,
     same_model=_same_ollama_model,
     inventory_options=frozenset({"ollama_source", "timeout"}),
+    partials=lambda settings: _ollama_partials(settings),
 )
+
+
+# -- partial downloads ---------------------------------------------------------------
+def scan_partials(
+    files: Iterable[Path], source: str, provider: str, model_of: Callable[[Path], str],
+    file_of: Callable[[Path], str],
+) -> list[PartialDownload]:
+    """Partials among ``files``: modelpull's (with part state: owner, size, bytes present)
+    and other tools' (no state: the bytes on disk, size unknown)."""
+    found = []
+    for path in files:
+        if path.name.endswith(STATE_SUFFIX) or not path.is_file():
+            continue
+        state = read_partial(path.with_name(path.name + STATE_SUFFIX))
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        if state is not None:
+            owner = state.owner
+            found.append(PartialDownload(
+                provider=owner.get("provider") or provider, model=owner.get("model") or model_of(path),
+                file=owner.get("file") or file_of(path), present_bytes=state.present,
+                total_bytes=state.size, modified=max(state.modified, stat.st_mtime), path=str(path),
+                source=source,
+            ))
+        else:
+            found.append(PartialDownload(
+                provider=provider, model=model_of(path), file=file_of(path),
+                present_bytes=stat.st_size, total_bytes=None, modified=stat.st_mtime, path=str(path),
+                source=source, left_by="huggingface_hub" if source == "hf-cache" else "unknown",
+            ))
+    return found
+
+
+def _hf_partials(settings: Settings) -> list[PartialDownload]:
+    from ..stores.hf_cache import default_cache_dir
+
+    folder = _folder(settings, HF_CACHE_DIR)
+    root = Path(folder).expanduser() if folder else default_cache_dir()
+    if not root.is_dir():
+        return []
+
+    def model_of(path: Path) -> str:
+        return path.parent.parent.name.removeprefix("models--").replace("--", "/")
+
+    def file_of(path: Path) -> str:
+        return "blob " + path.name.split(".", 1)[0][:12]
+
+    return scan_partials(
+        sorted(root.glob("models--*/blobs/*.incomplete")), "hf-cache", "huggingface", model_of, file_of
+    )
+
+
+def _ollama_partials(settings: Settings) -> list[PartialDownload]:
+    from ..stores.ollama_store import OllamaStore
+
+    store = OllamaStore(_folder(settings, OLLAMA_MODELS_DIR))
+    if not store.work.is_dir():
+        return []
+    return scan_partials(
+        sorted(store.work.glob("sha256-*.partial")), "ollama-store", "ollama-registry",
+        lambda path: "?", lambda path: "layer " + path.name.removeprefix("sha256-")[:12],
+    )

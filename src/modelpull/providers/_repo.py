@@ -32,8 +32,8 @@ from .._transfer import (
     new_hasher,
     present_bytes,
 )
-from ..errors import ModelNotFound
-from ..plan import Plan, PlanDetail, PlanItem
+from ..errors import ModelNotFound, ModelpullError
+from ..plan import LocalCopy, Plan, PlanDetail, PlanItem
 from ..progress import ProgressTracker
 from ..stores.paths import FileSlot
 from .base import Provider
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from .._secrets import Secret
     from .._transfer import Auth, TransferPolicy
-    from ..errors import ModelpullError
+    from ..stores.hf_cache import LocalSnapshot
     from ._source import Source
 
 __all__ = [
@@ -73,12 +73,20 @@ class RepoListing:
 
     commit: str
     files: list[RepoFile]
+    #: the whole repo's listing, recorded with the download so an offline run knows what
+    #: a complete copy holds (huggingface_hub's tree-cache entries); None if not known
+    tree: dict[str, dict[str, Any]] | None = None
 
 
 class RepoClient(Protocol):
     """Where a repo lives: listing, file URLs, credentials, error wording."""
 
     endpoint: str
+
+    @property
+    def offline(self) -> bool:
+        """The site's own offline convention is on (``HF_HUB_OFFLINE`` for the Hub)."""
+        ...
 
     @property
     def token(self) -> Secret | None: ...
@@ -150,6 +158,14 @@ class RepoStore(Protocol):
         """Make every (path, etag) visible; return the model's folder."""
         ...
 
+    def record_tree(self, commit: str, tree: dict[str, dict[str, Any]]) -> None:
+        """Keep the repo's full listing at ``commit`` for offline runs."""
+        ...
+
+    def local_snapshot(self, revision: str) -> LocalSnapshot | None:
+        """What the store holds of ``revision``, without any network call."""
+        ...
+
 
 @dataclass
 class RepoPlanDetail(PlanDetail):
@@ -157,6 +173,7 @@ class RepoPlanDetail(PlanDetail):
     commit: str
     revision: str
     selection: Selection
+    tree: dict[str, dict[str, Any]] | None = None
 
 
 class RepoProvider(Provider):
@@ -194,7 +211,7 @@ class RepoProvider(Provider):
             present = self._present(f)
             items.append(PlanItem(f.path, f.size, f.digest, local=present == f.size, present_bytes=present))
         await self._adopt_existing(selection.files, items, listing.commit)
-        detail = RepoPlanDetail(self.repo_id, listing.commit, self.revision, selection)
+        detail = RepoPlanDetail(self.repo_id, listing.commit, self.revision, selection, listing.tree)
         return Plan(
             self.name, self.repo_id, items,
             str(self.store.destination(listing.commit)), listing.commit,
@@ -211,6 +228,7 @@ class RepoProvider(Provider):
         return FileTransfer(
             url=self.client.file_url(self.repo_id, f.path, commit), dest=slot.final, size=f.size,
             digest=f.digest, key=f.path, partial=slot.partial, lock=slot.lock,
+            owner={"provider": self.name, "model": self.model},
             trust_existing=self.store.content_addressed or self.store.is_current(f.path, f.etag, f.size),
         )
 
@@ -237,6 +255,36 @@ class RepoProvider(Provider):
             else:  # other content under that name: none of it counts
                 item.local, item.present_bytes = False, 0
 
+    # -- what is on disk ------------------------------------------------------
+    @property
+    def offline(self) -> bool:
+        return super().offline or self.client.offline
+
+    async def local_copy(self) -> LocalCopy | None:
+        snapshot = await asyncio.to_thread(self.store.local_snapshot, self.revision)
+        if snapshot is None:
+            return None
+        files = [RepoFile(path, size, etag, _digest_of(etag)) for path, size, etag in snapshot.files]
+        wanted = set(self.selector.wanted([f.path for f in files]))
+        try:
+            selection = self.selector.choose(self.repo_id, self.revision, [f for f in files if f.path in wanted])
+        except ModelpullError:
+            return None  # what is on disk does not serve this request
+        items = []
+        for f in selection.files:
+            local = self.store.is_current(f.path, f.etag, f.size)
+            items.append(PlanItem(f.path, f.size, f.digest, local=local, present_bytes=f.size if local else 0))
+        plan = Plan(
+            self.name, self.repo_id, items, str(self.store.destination(snapshot.commit)), snapshot.commit,
+            notes=list(selection.notes), detail=RepoPlanDetail(self.repo_id, snapshot.commit, self.revision, selection),
+        )
+        if selection.main is None:
+            path = self.store.destination(snapshot.commit)
+        else:
+            main = next(f for f in selection.files if f.path == selection.main)
+            path = self.store.file_path(snapshot.commit, main.path, main.etag)
+        return LocalCopy(plan, str(path), snapshot.since, pinned=snapshot.commit == self.revision)
+
     # -- fetch -------------------------------------------------------------
     async def fetch(self, plan: Plan, tracker: ProgressTracker) -> str:
         detail = plan.detail
@@ -250,6 +298,8 @@ class RepoProvider(Provider):
         )
         await engine.fetch_all(self._transfer(f, detail.commit) for f in files)
         folder = self.store.publish(detail.commit, detail.revision, [(f.path, f.etag) for f in files])
+        if detail.tree is not None:
+            self.store.record_tree(detail.commit, detail.tree)
         main = detail.selection.main
         if main is None:
             return str(folder)
@@ -271,6 +321,10 @@ class RepoProvider(Provider):
             f"Downloading {self.repo_id} {selection.label} from {self.name}: {plan.summary()}"
             + selection.remark
         )
+
+
+def _digest_of(etag: str) -> str:
+    return f"sha256:{etag}" if len(etag) == 64 else f"gitsha1:{etag}"
 
 
 def _has_digest(path: Path, digest: str, size: int, cancel: threading.Event) -> bool:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .._secrets import Secret
     from .base import Provider
 
-__all__ = ["LocalModel", "Location", "Option", "Place", "Settings", "Source"]
+__all__ = ["LocalModel", "Location", "Option", "PartialDownload", "Place", "Settings", "Source"]
 
 #: setting name -> value, as given to the inventory or the service (unset ones absent)
 Settings = Mapping[str, Any]
@@ -98,6 +98,33 @@ class LocalModel:
         return asdict(self)
 
 
+@dataclass
+class PartialDownload:
+    """An unfinished file of a download, kept on disk so the next pull resumes it."""
+
+    provider: str
+    model: str
+    #: the file or layer (its name in the repo, or the blob's digest when nothing better is known)
+    file: str
+    present_bytes: int
+    #: None when the tool that left it recorded no size (huggingface_hub's own partials)
+    total_bytes: int | None
+    #: last activity (POSIX seconds): when bytes were last written
+    modified: float
+    #: the partial file itself (its part state, if any, sits beside it)
+    path: str
+    source: str  # the place: "hf-cache", "ollama-store", "lmstudio", ...
+    #: who left it: "modelpull", or another tool ("huggingface_hub")
+    left_by: str = "modelpull"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: lists the partial downloads a place keeps
+PartialsHook = Callable[[Settings], list[PartialDownload]]
+
+
 @dataclass(frozen=True)
 class Place:
     """Where models land, shared by every source that writes there.
@@ -118,6 +145,8 @@ class Place:
     same_model: Callable[[str, str], bool]
     #: inventory keywords this place accepts besides its locations
     inventory_options: frozenset[str] = frozenset()
+    #: the unfinished downloads kept there (None: the place keeps none modelpull can see)
+    partials: PartialsHook | None = None
 
 
 #: builds the provider for one download: (source, model, token, base_url, options)

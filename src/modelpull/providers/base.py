@@ -11,7 +11,7 @@ from .._format import format_bytes
 from .._secrets import Secret
 from .._transfer import TransferPolicy, new_session, resolve_policy
 from ..errors import DiskFull, InvalidOption
-from ..plan import Plan
+from ..plan import LocalCopy, Plan
 from ..progress import ProgressTracker
 from ._source import Option
 
@@ -33,6 +33,7 @@ TRANSFER_OPTIONS: tuple[Option, ...] = (
 #: options every source accepts
 COMMON_OPTIONS: tuple[Option, ...] = (
     Option("dry_run", "bool", "plan only: list what would be fetched, download nothing", False),
+    Option("offline", "bool", "no network at all: use the copy on disk, or say what is missing", False),
 )
 _TRANSFER_NAMES = frozenset(option.name for option in TRANSFER_OPTIONS)
 
@@ -76,6 +77,16 @@ class Provider(ABC):
         return [self.token]
 
     # -- the flow ----------------------------------------------------------
+    @property
+    def offline(self) -> bool:
+        """No network at all: the ``offline`` option (sources may add their own convention)."""
+        return bool_option(self.opts, "offline")
+
+    async def local_copy(self) -> LocalCopy | None:
+        """The requested model as it is on disk, without any network call; None when this
+        source keeps no store or knows nothing of the model locally."""
+        return None
+
     @abstractmethod
     async def plan(self) -> Plan:
         """Resolve the model: files or layers, sizes, what is local. No bytes moved."""

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .._format import format_bytes
@@ -41,9 +41,9 @@ from ..refs import parse_hf_repo_id
 from ..stores.lmstudio import lmstudio_store
 from ..stores.paths import safe_relative
 from ._hf_client import HubClient
-from ._places import HF_CACHE, HF_CACHE_DIR, HF_ENDPOINT, hub_repo_of
+from ._places import HF_CACHE, HF_CACHE_DIR, HF_ENDPOINT, hub_repo_of, scan_partials
 from ._repo import RepoFile, RepoProvider, Selection
-from ._source import LocalModel, Location, Option, Place, Settings, Source
+from ._source import LocalModel, Location, Option, PartialDownload, Place, Settings, Source
 from .base import COMMON_OPTIONS, TRANSFER_OPTIONS, bool_option, str_option
 from .huggingface import (
     CACHE_DIR,
@@ -466,6 +466,24 @@ def _lmstudio_delete(source: Source, model: str, settings: Settings) -> dict[str
     }
 
 
+def _lmstudio_partials(settings: Settings) -> list[PartialDownload]:
+    from ..stores import lmstudio
+
+    root = lmstudio.resolve_models_dir(_lmstudio_folder(settings))
+    state = root / lmstudio.STATE_FOLDER
+
+    def model_of(path: Path) -> str:
+        return "/".join(path.relative_to(state).parts[:2])
+
+    def file_of(path: Path) -> str:
+        name = path.name.removesuffix(".incomplete").rsplit(".", 1)[0]  # <name>.<etag>.incomplete
+        return "/".join((*path.relative_to(state).parts[2:-1], name))
+
+    if not state.is_dir():
+        return []
+    return scan_partials(sorted(state.rglob("*.incomplete")), "lmstudio", "lmstudio", model_of, file_of)
+
+
 LMSTUDIO_PLACE = Place(
     name="lmstudio",
     title="LM Studio",
@@ -473,6 +491,7 @@ LMSTUDIO_PLACE = Place(
     list=_lmstudio_list,
     delete=_lmstudio_delete,
     same_model=lambda a, b: hub_repo_of(a) == hub_repo_of(b),
+    partials=_lmstudio_partials,
 )
 
 LMSTUDIO = Source(

@@ -29,12 +29,19 @@ from typing import Any
 
 from yarl import URL
 
-from .._oci import MANIFEST_TYPES, OLLAMA_LAYER_PREFIX, Descriptor, OciClient, digest_hex
+from .._oci import (
+    MANIFEST_TYPES,
+    OLLAMA_LAYER_PREFIX,
+    Descriptor,
+    OciClient,
+    digest_hex,
+    parse_manifest,
+)
 from .._oci import registry_url as oci_registry_url
 from .._secrets import Secret
 from .._transfer import FileTransfer, TransferEngine, present_bytes
-from ..errors import IncompatibleModel, InvalidOption, ModelNotFound
-from ..plan import Plan, PlanDetail, PlanItem
+from ..errors import IncompatibleModel, InvalidOption, ModelNotFound, ModelpullError
+from ..plan import LocalCopy, Plan, PlanDetail, PlanItem
 from ..progress import ProgressTracker
 from ..refs import OLLAMA_DEFAULT_HOST, OllamaName, parse_ollama_name
 from ..stores.ollama_store import OllamaStore
@@ -144,7 +151,16 @@ class OllamaRegistryProvider(Provider):
             key=key,
             partial=self.store.partial_path(layer.digest),
             lock=self.store.lock_path(layer.digest),
+            owner={"provider": self.name, "model": self.ref.short},
         )
+
+    # -- what is on disk ------------------------------------------------------
+    async def local_copy(self) -> LocalCopy | None:
+        path = self.store.manifest_path(self.ref)
+        copy = local_ollama_copy(self.name, self.ref, self.store)
+        if copy is not None:
+            copy.path = str(path)
+        return copy
 
     # -- fetch -------------------------------------------------------------
     async def fetch(self, plan: Plan, tracker: ProgressTracker) -> str:
@@ -173,6 +189,29 @@ class OllamaRegistryProvider(Provider):
         if tracker.current:
             return f"Pulling {self.ref.short}: {tracker.current}"
         return f"Pulling {self.ref.short}"
+
+
+def local_ollama_copy(provider: str, ref: OllamaName, store: OllamaStore) -> LocalCopy | None:
+    """A model in an Ollama store, read from its manifest: every blob, and whether it is there."""
+    path = store.manifest_path(ref)
+    try:
+        body = path.read_bytes()
+        since = path.stat().st_mtime
+        blobs = parse_manifest(body).blobs
+    except (OSError, ModelpullError):
+        return None
+    items, seen = [], set()
+    for blob in blobs:
+        if blob.digest in seen:
+            continue
+        seen.add(blob.digest)
+        here = store.has_blob(blob.digest, blob.size)
+        items.append(PlanItem(
+            f"{layer_label(blob, blob is blobs[0])} {digest_hex(blob.digest)[:12]}", blob.size, blob.digest, local=here,
+            present_bytes=blob.size if here else 0, kind="config" if blob is blobs[0] else "layer",
+        ))
+    plan = Plan(provider, ref.short, items, destination=str(path), revision=ref.tag)
+    return LocalCopy(plan, ref.short, since)
 
 
 # -- the declaration -------------------------------------------------------------------

@@ -12,9 +12,11 @@ from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
+from yarl import URL
+
 from .._ollama_api import DEFAULT_OLLAMA, OllamaClient, classify_ollama_error, ollama_base_url
 from ..errors import IncompleteTransfer
-from ..plan import Plan
+from ..plan import LocalCopy, Plan
 from ..progress import ProgressTracker
 from ..refs import parse_ollama_name
 from ._places import OLLAMA, OLLAMA_URL
@@ -37,6 +39,16 @@ class OllamaServerProvider(Provider):
         if "stall_timeout" not in self.opts:
             # Ollama is silent while it verifies a multi-GB layer; that is not a stall.
             self.policy = replace(self.policy, stall_timeout=600.0)
+
+    async def local_copy(self) -> LocalCopy | None:
+        """The model in Ollama's store on this machine (``OLLAMA_MODELS``), when the server is local."""
+        from ..stores.ollama_store import OllamaStore
+        from .ollama_registry import local_ollama_copy
+
+        host = (URL(self.base).host or "").strip("[]")
+        if host not in ("localhost", "127.0.0.1", "::1"):
+            return None
+        return local_ollama_copy(self.name, self.ref, OllamaStore())
 
     async def plan(self) -> Plan:
         return Plan(

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from .._secrets import as_secret
 from ..api import SOURCES, check_download
 from ..errors import ModelpullError
-from ..inventory import delete_model, scan_inventory
+from ..inventory import delete_model, discard_partials, list_partials, scan_inventory
 from ._config import PATH_OPTIONS, ServiceConfig
 from ._jobs import Job, JobManager, JobRequest, TooManyJobs
 from ._streams import NDJSON, SSE, feed_events, job_events
@@ -201,6 +201,10 @@ def _same_local_model(request: JobRequest, provider: str, model: str) -> bool:
     return asked.place.name == running.place.name and asked.place.same_model(request.model, model)
 
 
+def _flag(request: Request, name: str) -> bool:
+    return request.query_params.get(name, "").lower() in ("1", "true", "yes", "on")
+
+
 def _stream_format(request: Request) -> str:
     fmt = request.query_params.get("format", "").lower()
     if fmt in ("ndjson", "jsonl"):
@@ -360,18 +364,27 @@ def create_router(
     @router.get("/models")
     @api
     async def list_local_models(request: Request) -> Response:
-        """Models on this machine (HF cache, MLX subset) and on the Ollama server or store."""
+        """Models on this machine (every source's place); ``?partial=true``: unfinished downloads."""
         provider = request.query_params.get("provider") or None
+        if _flag(request, "partial"):
+            partials = await asyncio.to_thread(list_partials, provider, **config.inventory_options())
+            return JSONResponse({"partials": [p.to_dict() for p in partials]})
         inventory = await asyncio.to_thread(scan_inventory, provider, **config.inventory_options())
         return JSONResponse({"models": [m.to_dict() for m in inventory.models], "notes": inventory.notes})
 
     @router.delete("/models/{provider}/{model:path}")
     @api
     async def delete_local_model(request: Request, provider: str, model: str) -> Response:
-        """Delete a local model (refused while a download of it runs)."""
+        """Delete a local model, or with ``?partial=true`` its unfinished downloads (refused while
+        a download of it runs)."""
         for job in state.manager().running():
             if _same_local_model(job.request, provider, model):
                 raise ApiError(409, "download_running", f"{model} is being downloaded (job {job.id}); cancel it first")
+        if _flag(request, "partial"):
+            gone = await asyncio.to_thread(discard_partials, provider, model, **config.inventory_options())
+            log.info("discarded %d partial file(s) of %s model %s", len(gone), provider, model)
+            return JSONResponse({"provider": provider, "name": model, "discarded": [p.to_dict() for p in gone],
+                                 "freed_bytes": sum(p.present_bytes for p in gone)})
         result = await asyncio.to_thread(delete_model, provider, model, **config.inventory_options())
         log.info("deleted %s model %s", provider, model)
         return JSONResponse(result)

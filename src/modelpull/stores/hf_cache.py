@@ -8,14 +8,56 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .._durable import fsync_dirs, write_atomic
 from .paths import FileSlot, join_inside, safe_relative
+
+_HEX40 = re.compile(r"[0-9a-f]{40}")
+#: huggingface_hub's tree-listing cache format (``trees/<commit>.json``)
+TREE_FORMAT = 1
+
+
+@dataclass
+class LocalSnapshot:
+    """What a store holds of one revision, read without any network call.
+
+    ``files`` are (path, size, etag). With ``listed`` the files come from the
+    repo's full listing recorded at download time (so a file absent from disk
+    is known to be missing); without it, only what is on disk is known.
+    """
+
+    commit: str
+    files: list[tuple[str, int, str]]
+    listed: bool
+    since: float | None
+
+
+def read_tree(path: Path) -> list[tuple[str, int, str]] | None:
+    """A recorded repo listing (huggingface_hub's ``trees/<commit>.json``), or None."""
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format_version") != TREE_FORMAT:
+            return None
+        return [
+            (name, int(info["size"]), str(info.get("lfs_sha256") or info["blob_id"]))
+            for name, info in data["files"].items()
+        ]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def write_tree(path: Path, tree: dict[str, dict[str, object]]) -> None:
+    """Record a repo's full listing at a commit, as huggingface_hub records it."""
+    data = {"format_version": TREE_FORMAT, "files": {name: tree[name] for name in sorted(tree)}}
+    write_atomic(path, json.dumps(data, indent=1).encode())
 
 
 def default_cache_dir() -> Path:
@@ -61,6 +103,39 @@ class HfCacheStore:
         # the snapshot entry is a symlink into blobs/: join, do not resolve
         return self.snapshot_dir(commit).joinpath(*safe_relative(path).parts)
 
+    def record_tree(self, commit: str, tree: dict[str, dict[str, object]]) -> None:
+        write_tree(self.folder / "trees" / f"{commit}.json", tree)
+
+    def local_snapshot(self, revision: str) -> LocalSnapshot | None:
+        """The snapshot ``revision`` (a commit, or a branch/tag through ``refs/``) points at."""
+        since: float | None = None
+        if _HEX40.fullmatch(revision):
+            commit = revision
+        else:
+            try:
+                ref = join_inside(self.folder / "refs", revision)
+                commit = ref.read_text().strip()
+                since = ref.stat().st_mtime
+            except (OSError, ValueError):
+                return None
+        snapshot = self.snapshot_dir(commit)
+        if not _HEX40.fullmatch(commit) or not snapshot.is_dir():
+            return None
+        since = since or snapshot.stat().st_mtime
+        listed = read_tree(self.folder / "trees" / f"{commit}.json")
+        if listed is not None:
+            return LocalSnapshot(commit, listed, True, since)
+        files = []
+        for entry in sorted(snapshot.rglob("*")):
+            if not entry.is_symlink():
+                continue
+            blob = self.folder / "blobs" / os.path.basename(os.readlink(entry))
+            try:
+                files.append((entry.relative_to(snapshot).as_posix(), blob.stat().st_size, blob.name))
+            except OSError:
+                continue  # a link to a blob that is gone: not on disk
+        return LocalSnapshot(commit, files, False, since)
+
     def publish(self, commit: str, revision: str, files: list[tuple[str, str]]) -> Path:
         """Link every (path, etag) into the snapshot, then point the ref at it."""
         snapshot = self.snapshot_dir(commit)
@@ -97,9 +172,12 @@ class LocalDirStore:
         meta: Path | None = None,
         place: Callable[[str], str] | None = None,
         adopts_existing: bool = False,
+        trees: Path | None = None,
     ) -> None:
         self.root = Path(root).expanduser()
         self.meta = meta if meta is not None else self.root / ".cache" / "huggingface" / "download"
+        #: recorded repo listings (huggingface_hub keeps them in ``.cache/huggingface/trees``)
+        self.trees = trees if trees is not None else self.meta.parent / "trees"
         self._place = place
         self.content_addressed = False
         self.adopts_existing = adopts_existing
@@ -128,6 +206,40 @@ class LocalDirStore:
 
     def file_path(self, commit: str, path: str, etag: str) -> Path:
         return self.slot(path, etag).final
+
+    def record_tree(self, commit: str, tree: dict[str, dict[str, object]]) -> None:
+        write_tree(self.trees / f"{commit}.json", tree)
+
+    def local_snapshot(self, revision: str) -> LocalSnapshot | None:
+        """The files whose metadata says they came from one commit (``revision`` if it is one,
+        else the commit most recently written)."""
+        entries: list[tuple[str, str, str, float]] = []  # path, commit, etag, time
+        if not self.meta.is_dir():
+            return None
+        for meta in self.meta.rglob("*.metadata"):
+            try:
+                commit, etag, stamp = meta.read_text().splitlines()[:3]
+                entries.append((meta.relative_to(self.meta).as_posix()[: -len(".metadata")], commit, etag,
+                                float(stamp)))
+            except (OSError, ValueError):
+                continue
+        if _HEX40.fullmatch(revision):
+            entries = [e for e in entries if e[1] == revision]
+        if not entries:
+            return None
+        commit = max(entries, key=lambda e: e[3])[1]
+        since = max(e[3] for e in entries if e[1] == commit)
+        listed = read_tree(self.trees / f"{commit}.json")
+        if listed is not None:
+            return LocalSnapshot(commit, listed, True, since)
+        files = []
+        for path, entry_commit, etag, _ in entries:
+            try:
+                if entry_commit == commit:
+                    files.append((path, self.slot(path, etag).final.stat().st_size, etag))
+            except OSError:
+                continue
+        return LocalSnapshot(commit, files, False, since)
 
     def publish(self, commit: str, revision: str, files: list[tuple[str, str]]) -> Path:
         for path, etag in files:

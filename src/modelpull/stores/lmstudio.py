@@ -125,6 +125,7 @@ def lmstudio_store(repo_id: str, models_dir: str | os.PathLike[str] | None = Non
         meta=join_inside(root, f"{STATE_FOLDER}/{publisher}/{repo}"),
         place=place,
         adopts_existing=True,
+        trees=join_inside(root, f"{STATE_FOLDER}/{publisher}/{repo}.trees"),
     )
 
 
