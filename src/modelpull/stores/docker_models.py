@@ -49,8 +49,9 @@ from typing import Any
 
 from filelock import FileLock
 
+from .._oci import DOCKER_HUB, DOCKER_HUB_NAMESPACE, Descriptor, digest_hex, parse_reference
+from .._oci import parse_manifest as _parse_manifest
 from ..errors import InvalidModel, ModelNotFound, UnsafeSource
-from .ollama_store import ManifestLayer, blob_hex, parse_manifest
 
 __all__ = [
     "DockerModelStore",
@@ -63,17 +64,10 @@ __all__ = [
 ]
 
 LAYOUT_VERSION = "1.0.0"
-DEFAULT_REGISTRY = "docker.io"
-DEFAULT_ORG = "ai"
+DEFAULT_REGISTRY = DOCKER_HUB
+DEFAULT_ORG = DOCKER_HUB_NAMESPACE
 _WORK_DIR = ".modelpull"
 _LOCK_TIMEOUT = 60.0
-
-# Docker's reference grammar (distribution/reference), the parts Docker Model Runner relies on.
-_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = re.compile(rf"{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*(?::[0-9]+)?")
-_PATH_PART = re.compile(r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*")
-_TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _SHORT_ID = re.compile(r"(?:sha256:)?[0-9a-f]{12}(?:[0-9a-f]{52})?")
 
 
@@ -95,42 +89,8 @@ def dmr_tag(reference: str, default_registry: str | None = None) -> str | None:
     store such a model untagged (it is still found by its digest). Raises
     :class:`InvalidModel` for a reference Docker would refuse.
     """
-    text = reference.strip()
-    if not text or len(text) > 512:
-        raise InvalidModel(f"{reference[:80]!r} is not a model reference")
-    if text.startswith("hf.co/"):
-        text = "huggingface.co/" + text[len("hf.co/"):]
-    name, _, digest = text.partition("@")
-    if digest and not _DIGEST.fullmatch(digest):
-        raise InvalidModel(f"{reference[:80]!r} has an invalid digest (expected sha256:<64 hex>)")
-    tag = None
-    slash, colon = name.rfind("/"), name.rfind(":")
-    if colon > slash:
-        name, tag = name[:colon], name[colon + 1:]
-    name = name.lower()  # the name only: a tag keeps its case
-    if tag is None and digest:
-        return None
-    tag = tag or "latest"
-    if not _TAG.fullmatch(tag):
-        raise InvalidModel(f"{reference[:80]!r} has an invalid tag {tag[:40]!r}")
-
-    first, _, rest = name.partition("/")
-    explicit_registry = bool(rest) and ("." in first or ":" in first or first == "localhost")
-    if explicit_registry:
-        domain, path = first, rest
-    else:
-        domain = default_registry or os.environ.get("DEFAULT_REGISTRY") or DEFAULT_REGISTRY
-        path = name
-    if domain == "index.docker.io":
-        domain = DEFAULT_REGISTRY
-    if "/" not in path and (not explicit_registry or domain == DEFAULT_REGISTRY):
-        # Docker names it library/<name>; Docker Model Runner's default organisation replaces it.
-        path = f"{DEFAULT_ORG}/{path}"
-    if not _DOMAIN.fullmatch(domain) or not all(_PATH_PART.fullmatch(p) for p in path.split("/")):
-        raise InvalidModel(f"{reference[:80]!r} is not a valid model reference")
-    if len(domain) + 1 + len(path) > 255:
-        raise InvalidModel(f"{reference[:80]!r} is longer than a registry allows")
-    return f"{domain}/{path}:{tag}"
+    ref = parse_reference(reference, default_registry)
+    return ref.stored_tag
 
 
 def short_name(tag: str) -> str:
@@ -159,7 +119,7 @@ class StoredModel:
     manifest: bytes
     config: bytes
     #: the config first, then the layers in manifest order
-    blobs: tuple[ManifestLayer, ...]
+    blobs: tuple[Descriptor, ...]
     manifest_path: Path
 
 
@@ -177,13 +137,13 @@ class DockerModelStore:
 
     # -- blobs -------------------------------------------------------------
     def blob_path(self, digest: str) -> Path:
-        return self.blobs / "sha256" / blob_hex(digest)
+        return self.blobs / "sha256" / digest_hex(digest)
 
     def partial_path(self, digest: str) -> Path:
-        return self.work / f"sha256-{blob_hex(digest)}.partial"
+        return self.work / f"sha256-{digest_hex(digest)}.partial"
 
     def lock_path(self, digest: str) -> Path:
-        return self.work / f"sha256-{blob_hex(digest)}.lock"
+        return self.work / f"sha256-{digest_hex(digest)}.lock"
 
     def has_blob(self, digest: str, size: int) -> bool:
         """True when the blob is in the store with the expected size (verified when written)."""
@@ -202,7 +162,7 @@ class DockerModelStore:
 
     # -- manifests and the index ------------------------------------------
     def manifest_path(self, model_id: str) -> Path:
-        return self.manifests / "sha256" / blob_hex(model_id)
+        return self.manifests / "sha256" / digest_hex(model_id)
 
     def ensure_layout(self) -> None:
         """``layout.json``, then an empty ``models.json``, when missing (Docker Model Runner's order)."""
@@ -259,7 +219,7 @@ class DockerModelStore:
         :class:`RuntimeError` when a blob is missing (blobs come first: a bug in
         the caller, refused as Docker Model Runner refuses it).
         """
-        blobs = parse_manifest(manifest)
+        blobs = _blobs_of(manifest)
         missing = [b.digest for b in blobs if not self.has_blob(b.digest, b.size)]
         if missing:
             raise RuntimeError(f"blobs missing from the store, refusing to write the manifest: {missing}")
@@ -322,7 +282,7 @@ class DockerModelStore:
             raise ModelNotFound(f"{reference} is listed in {self.index_path} but its manifest is missing") from None
         if "sha256:" + hashlib.sha256(manifest).hexdigest() != entry.id:
             raise UnsafeSource(f"the stored manifest of {reference} does not match its id {entry.id}")
-        blobs = parse_manifest(manifest)
+        blobs = _blobs_of(manifest)
         try:
             config = self.blob_path(blobs[0].digest).read_bytes()
         except FileNotFoundError:
@@ -346,7 +306,7 @@ def list_local(models_dir: str | os.PathLike[str] | None = None) -> list[dict[st
         try:
             path = store.manifest_path(entry.id)
             body = path.read_bytes()
-            blobs = parse_manifest(body)
+            blobs = _blobs_of(body)
             modified = path.stat().st_mtime
         except (OSError, UnsafeSource):
             continue
@@ -397,7 +357,7 @@ def delete_local(name: str, models_dir: str | os.PathLike[str] | None = None) ->
             path.unlink()
         except FileNotFoundError:
             pass
-        shutil.rmtree(store.bundles / "sha256" / blob_hex(entry.id), ignore_errors=True)
+        shutil.rmtree(store.bundles / "sha256" / digest_hex(entry.id), ignore_errors=True)
         removed: list[str] = []
         freed = 0
         for digest in dict.fromkeys(entry.files):
@@ -414,6 +374,11 @@ def delete_local(name: str, models_dir: str | os.PathLike[str] | None = None) ->
     shown = short_name(entry.tags[0]) if entry.tags else entry.id
     return {"name": shown, "id": entry.id, "untagged": list(entry.tags), "deleted": True,
             "path": str(path), "removed_blobs": removed, "freed_bytes": freed}
+
+
+def _blobs_of(manifest: bytes) -> list[Descriptor]:
+    """The config, then every layer, each checked."""
+    return _parse_manifest(manifest).blobs
 
 
 def _tag_or_none(reference: str) -> str | None:
