@@ -28,8 +28,8 @@ from ..errors import InvalidModel
 __all__ = [
     "DOCKER_HUB",
     "DOCKER_HUB_AUTH",
-    "DOCKER_HUB_REGISTRY",
     "DOCKER_HUB_NAMESPACE",
+    "DOCKER_HUB_REGISTRY",
     "OciReference",
     "default_registry",
     "parse_reference",
@@ -86,9 +86,14 @@ class OciReference:
         return f"{self.domain}/{self.repository}:{self.tag}" if self.tag is not None else None
 
     @property
+    def name(self) -> str:
+        """The repository as people write it: ``ai/smollm2``, ``registry.example:5000/team/m``."""
+        return f"{self.domain}/{self.repository}".removeprefix(DOCKER_HUB + "/")
+
+    @property
     def short(self) -> str:
         """The reference as ``docker model ls`` shows it: ``ai/smollm2:latest``, ``…@sha256:…``."""
-        name = f"{self.domain}/{self.repository}".removeprefix(DOCKER_HUB + "/")
+        name = self.name
         if self.tag is not None:
             name += f":{self.tag}"
         if self.digest is not None:

@@ -12,12 +12,14 @@ from . import gguf, huggingface, ollama_registry, ollama_server
 from ._registry import Registry
 from ._source import LocalModel, Location, Option, Place, Source
 from .base import Provider
+from .oci import OCI
 
 SOURCES = Registry((
     *huggingface.SOURCES,
     *gguf.SOURCES,
     ollama_server.OLLAMA_SERVER,
     ollama_registry.OLLAMA_REGISTRY,
+    OCI,
 ))
 
 
