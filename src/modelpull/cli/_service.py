@@ -18,7 +18,7 @@ from .._format import format_bytes
 from ..api import SOURCES
 from ..errors import ModelpullError
 from ..providers import Location
-from ._main import main
+from ._main import fail, main
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -100,7 +100,7 @@ def list_command(provider: str | None, as_json: bool, **settings: str | None) ->
     try:
         inventory = scan_inventory(provider, **_inventory_settings(settings))
     except ModelpullError as exc:
-        raise click.ClickException(f"[{exc.code}] {exc.message}") from None
+        fail(exc.code, exc.message)
     if as_json:
         click.echo(json.dumps({"models": [m.to_dict() for m in inventory.models], "notes": inventory.notes}))
         return
@@ -142,7 +142,7 @@ def rm_command(provider: str, model: str, yes: bool, **settings: str | None) -> 
     try:
         result = delete_model(provider, model, **_inventory_settings(settings))
     except ModelpullError as exc:
-        raise click.ClickException(f"[{exc.code}] {exc.message}") from None
+        fail(exc.code, exc.message)
     click.echo(f"deleted {result['name']} ({format_bytes(result['freed_bytes'])} freed)")
 
 
