@@ -8,7 +8,7 @@ inventory and the page - reads the declarations from here.
 
 from __future__ import annotations
 
-from . import gguf, huggingface, ollama_registry, ollama_server
+from . import gguf, huggingface, modelscope, ollama_registry, ollama_server, url
 from ._registry import Registry
 from ._source import LocalModel, Location, Option, Place, Source
 from .base import Provider
@@ -20,6 +20,8 @@ SOURCES = Registry((
     ollama_server.OLLAMA_SERVER,
     ollama_registry.OLLAMA_REGISTRY,
     OCI,
+    modelscope.MODELSCOPE,
+    url.URL_SOURCE,
 ))
 
 
