@@ -21,7 +21,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from .._secrets import as_secret
-from ..api import SOURCES, check_download
+from ..api import SOURCES, check_download, plan_download
 from ..errors import ModelpullError
 from ..inventory import delete_model, scan_inventory
 from ._config import PATH_OPTIONS, ServiceConfig
@@ -317,6 +317,19 @@ def create_router(
             item["default_base_url"] = base_url
             items.append(item)
         return JSONResponse({"providers": items, "auth": bool(config.api_key)})
+
+    @router.post("/plan")
+    @api
+    async def plan(request: Request) -> Response:
+        """What a download with this body would fetch (``Plan.to_dict()``); nothing is downloaded."""
+        job_request = parse_job_request(await _read_json(request, config.max_body), config)
+        token = job_request.token.reveal() if job_request.token else None
+        result = await plan_download(
+            job_request.provider, job_request.model, token=token, base_url=job_request.base_url,
+            **job_request.options,
+        )
+        del token
+        return JSONResponse(result.to_dict())
 
     @router.post("/downloads")
     @api
