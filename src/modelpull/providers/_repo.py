@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .._transfer import (
     FileTransfer,
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from ._source import Source
 
 __all__ = [
+    "FileCommitIndex",
     "FileSelector",
     "RepoClient",
     "RepoFile",
@@ -54,6 +56,7 @@ __all__ = [
     "RepoProvider",
     "RepoStore",
     "Selection",
+    "file_has_digest",
 ]
 
 
@@ -73,6 +76,12 @@ class RepoListing:
 
     commit: str
     files: list[RepoFile]
+    #: the commit that last changed each file, where the site tells (ModelScope does);
+    #: stores that index files by their own commit (:class:`FileCommitIndex`) record it
+    file_commits: dict[str, str] = field(default_factory=dict)
+    #: what file URLs name: None for ``commit`` (the Hub pins the snapshot), or the branch
+    #: or tag for a site whose clients download by name (ModelScope's SDKs do)
+    ref: str | None = None
 
 
 class RepoClient(Protocol):
@@ -90,7 +99,9 @@ class RepoClient(Protocol):
         """The selector's wanted files (``wanted.wanted``), described with sizes and digests."""
         ...
 
-    def file_url(self, repo_id: str, path: str, commit: str) -> str: ...
+    def file_url(self, repo_id: str, path: str, commit: str) -> str:
+        """Where ``path`` is fetched; ``commit`` is the listing's ``ref`` when it has one."""
+        ...
 
     def auth(self) -> Auth: ...
 
@@ -153,12 +164,33 @@ class RepoStore(Protocol):
         ...
 
 
+@runtime_checkable
+class FileCommitIndex(Protocol):
+    """A store whose index also records the commit that last changed each file.
+
+    The old ModelScope SDK skips a file only when its ``.msc`` entry names that
+    file's own commit, so such a store is handed the listing's ``file_commits``.
+    """
+
+    def publish(
+        self, commit: str, revision: str, files: list[tuple[str, str]], *,
+        file_commits: Mapping[str, str] | None = None,
+    ) -> Path: ...
+
+    def recorded_commits(self) -> dict[str, str]:
+        """The commit the index holds for each file (path -> commit)."""
+        ...
+
+
 @dataclass
 class RepoPlanDetail(PlanDetail):
     repo_id: str
     commit: str
     revision: str
     selection: Selection
+    file_commits: dict[str, str] = field(default_factory=dict)
+    #: what file URLs name (the commit, or a branch or tag)
+    ref: str = ""
 
 
 class RepoProvider(Provider):
@@ -195,8 +227,11 @@ class RepoProvider(Provider):
         for f in selection.files:
             present = self._present(f)
             items.append(PlanItem(f.path, f.size, f.digest, local=present == f.size, present_bytes=present))
-        await self._adopt_existing(selection.files, items, listing.commit)
-        detail = RepoPlanDetail(self.repo_id, listing.commit, self.revision, selection)
+        detail = RepoPlanDetail(
+            self.repo_id, listing.commit, self.revision, selection,
+            file_commits=dict(listing.file_commits), ref=listing.ref or listing.commit,
+        )
+        await self._adopt_existing(selection.files, items, detail)
         return Plan(
             self.name, self.repo_id, items,
             str(self.store.destination(listing.commit)), listing.commit,
@@ -208,15 +243,17 @@ class RepoProvider(Provider):
             return f.size
         return present_bytes(self._transfer(f, ""))
 
-    def _transfer(self, f: RepoFile, commit: str) -> FileTransfer:
+    def _transfer(self, f: RepoFile, ref: str) -> FileTransfer:
         slot = self.store.slot(f.path, f.etag)
         return FileTransfer(
-            url=self.client.file_url(self.repo_id, f.path, commit), dest=slot.final, size=f.size,
+            url=self.client.file_url(self.repo_id, f.path, ref), dest=slot.final, size=f.size,
             digest=f.digest, key=f.path, partial=slot.partial, lock=slot.lock,
             trust_existing=self.store.content_addressed or self.store.is_current(f.path, f.etag, f.size),
         )
 
-    async def _adopt_existing(self, files: list[RepoFile], items: list[PlanItem], commit: str) -> None:
+    async def _adopt_existing(
+        self, files: list[RepoFile], items: list[PlanItem], detail: RepoPlanDetail
+    ) -> None:
         """A file already in place without our record (another tool downloaded it, say)
         counts as local once its digest matches; otherwise it is fetched and replaced."""
         if not self.store.adopts_existing:
@@ -229,12 +266,12 @@ class RepoProvider(Provider):
                 continue
             cancel = threading.Event()
             try:
-                same = await asyncio.to_thread(_has_digest, final, f.digest, f.size, cancel)
+                same = await asyncio.to_thread(file_has_digest, final, f.digest, f.size, cancel)
             except asyncio.CancelledError:
                 cancel.set()
                 raise
             if same:
-                self.store.publish(commit, self.revision, [(f.path, f.etag)])
+                self._publish(detail, [f])
                 item.local, item.present_bytes = True, f.size
             else:  # other content under that name: none of it counts
                 item.local, item.present_bytes = False, 0
@@ -250,8 +287,8 @@ class RepoProvider(Provider):
                 self.repo_id, self.revision, response, body
             ),
         )
-        await engine.fetch_all(self._transfer(f, detail.commit) for f in files)
-        folder = self.store.publish(detail.commit, detail.revision, [(f.path, f.etag) for f in files])
+        await engine.fetch_all(self._transfer(f, detail.ref or detail.commit) for f in files)
+        folder = self._publish(detail, files)
         main = detail.selection.main
         if main is None:
             return str(folder)
@@ -259,6 +296,14 @@ class RepoProvider(Provider):
         if chosen is None:
             raise ModelNotFound(f"{main} is not among the files fetched for {self.repo_id}")
         return str(self.store.file_path(detail.commit, chosen.path, chosen.etag))
+
+    def _publish(self, detail: RepoPlanDetail, files: list[RepoFile]) -> Path:
+        pairs = [(f.path, f.etag) for f in files]
+        store: object = self.store
+        if isinstance(store, FileCommitIndex):
+            commits = {f.path: detail.file_commits[f.path] for f in files if f.path in detail.file_commits}
+            return store.publish(detail.commit, detail.revision, pairs, file_commits=commits)
+        return self.store.publish(detail.commit, detail.revision, pairs)
 
     def space_needed(self, plan: Plan) -> list[tuple[Path, int]]:
         return [(self.store.root, plan.missing_bytes)]
@@ -275,7 +320,9 @@ class RepoProvider(Provider):
         )
 
 
-def _has_digest(path: Path, digest: str, size: int, cancel: threading.Event) -> bool:
+def file_has_digest(path: Path, digest: str, size: int, cancel: threading.Event) -> bool:
+    """Do the first ``size`` bytes of ``path`` have ``digest``? (Blocking: run it in a thread;
+    ``cancel`` stops it.)"""
     hasher = new_hasher(digest, size)
     fd = os.open(path, os.O_RDONLY)
     try:
