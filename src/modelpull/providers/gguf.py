@@ -42,7 +42,7 @@ from ..refs import parse_hf_repo_id
 from ..stores.lmstudio import lmstudio_store
 from ..stores.paths import safe_relative
 from ._hf_client import HubClient
-from ._places import HF_CACHE, HF_CACHE_DIR, HF_ENDPOINT, hub_repo_of
+from ._places import HF_CACHE, HF_CACHE_DIR, HF_ENDPOINT, gguf_quantization, hub_repo_of
 from ._repo import RepoFile, RepoProvider, Selection
 from ._source import LocalModel, Location, Option, Place, Settings, Source
 from .base import COMMON_OPTIONS, TRANSFER_OPTIONS, bool_option, str_option
@@ -473,6 +473,7 @@ def _lmstudio_list(settings: Settings) -> list[LocalModel]:
             files=len(entry.get("files") or []),
             mlx=entry.get("format") == "mlx",
             format=entry.get("format"),
+            quantization=gguf_quantization([str(f) for f in entry.get("files") or [] if str(f).endswith(".gguf")]),
         )
         for entry in lmstudio.list_local(models_dir=_lmstudio_folder(settings))
     ]
