@@ -53,6 +53,11 @@ MAX_FINISHED = 500
 MAX_RUNNING = 32
 #: how long a cancel waits for the transfer to stop before answering
 CANCEL_WAIT = 5.0
+#: numbers skipped when a job that was running is restored. The journal gets a
+#: job's progress every couple of seconds (at most ~10 events a second), so a
+#: client may have seen a few numbers past the last one kept: the numbering
+#: jumps past them, and a reconnect with ``Last-Event-ID`` misses nothing new.
+RESTART_SEQ_GAP = 1000
 
 CANCELLED_CODE = "cancelled"
 PAUSED_CODE = "paused"
@@ -550,6 +555,7 @@ class JobManager:
             self._adopt(job)
             self._journaled[job.id] = (job.state, job.runs, False)
             if record.state == JobState.RUNNING:
+                job._seq += RESTART_SEQ_GAP
                 self._resume_restored(job)
             log.info("job %s restored from the journal: %s, %s %s", job.id, job.state, record.provider, record.model)
         self.prune()
