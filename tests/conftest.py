@@ -33,6 +33,7 @@ if not os.environ.get("MODELPULL_TEST_KEEP_ENV"):
         "OLLAMA_HOST",
         "OLLAMA_MODELS",
         "HF_HUB_OFFLINE",
+        "MODELPULL_DATA_DIR",
     ):
         os.environ.pop(_var, None)
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"

@@ -11,7 +11,9 @@ anything reaches the destination. Refused, each as :class:`UnsafeSource`:
 * more bytes than ``max_bytes`` (a compressed layer can expand without limit).
 
 The whole archive is first extracted into a staging folder beside the
-destination (same parent, so moving is a rename on one file system); only when
+destination (same parent, so moving is a rename on one file system; a caller
+may name another folder on that file system, so that nothing is written
+outside its own tree); only when
 every entry passed are the files moved into place. A refused archive therefore
 leaves nothing behind, and nothing is ever written outside ``destination``.
 File modes keep only the permission bits a model file needs: 0o755 when the
@@ -29,15 +31,16 @@ import shutil
 import stat
 import tarfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Literal, cast
 
 from .errors import IncompatibleModel, UnsafeSource
 from .stores.paths import safe_relative
 
-__all__ = ["Compression", "unpack_tar"]
+__all__ = ["Compression", "TarLayer", "unpack_layers", "unpack_tar"]
 
 Compression = Literal["none", "gzip", "zstd"]
 
@@ -58,21 +61,26 @@ def unpack_tar(
     *,
     reserved: Iterable[PurePosixPath | str] = (),
     max_bytes: int | None = None,
+    staging_in: str | os.PathLike[str] | None = None,
 ) -> list[PurePosixPath]:
     """Extract ``archive`` into ``destination`` (created if missing); return the files written.
 
     ``reserved`` holds relative paths other layers already own (a tar entry
     naming one is refused); pass the returned list on to the next layer's call
     so two layers cannot claim one file. Files already in ``destination`` under
-    the same name (an earlier run of the same pull) are replaced. Raises
-    :class:`UnsafeSource` (see the module docstring) or
-    :class:`IncompatibleModel` when zstd support is not installed.
+    the same name (an earlier run of the same pull) are replaced. The staging
+    folder is made in ``staging_in`` (default: the destination's parent; it must
+    be on the destination's file system). Raises :class:`UnsafeSource` (see the
+    module docstring) or :class:`IncompatibleModel` when zstd support is not
+    installed; a local disk problem is the :class:`OSError` it is.
     """
     source = Path(archive)
     target = Path(destination)
     taken = {PurePosixPath(p) for p in reserved}
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{target.name}.unpack-{secrets.token_hex(6)}"
+    parent = Path(staging_in) if staging_in is not None else target.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = parent / f".{target.name}.unpack-{secrets.token_hex(6)}"
     staging.mkdir(mode=0o700)
     try:
         with _decompressed(source, compression) as stream:
@@ -81,6 +89,46 @@ def unpack_tar(
         return files
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class TarLayer:
+    """A verified tar layer and where it unpacks: ``folder`` relative to the model folder."""
+
+    archive: Path
+    folder: PurePosixPath
+    compression: Compression = "none"
+
+
+def unpack_layers(
+    model_folder: str | os.PathLike[str],
+    layers: Sequence[TarLayer],
+    *,
+    reserved: Iterable[PurePosixPath] = (),
+    staging_in: str | os.PathLike[str] | None = None,
+) -> list[list[PurePosixPath]]:
+    """Unpack every tar layer of one model into ``model_folder``, in order; the files of each.
+
+    ``reserved`` are the paths (relative to the model folder) the model's raw
+    layers occupy. No layer may write over them, over a file another layer
+    wrote, or below a file; each layer is checked as :func:`unpack_tar` says.
+    Returned paths are relative to ``model_folder``.
+    """
+    root = Path(model_folder)
+    taken = [PurePosixPath(p) for p in reserved]
+    written: list[list[PurePosixPath]] = []
+    for layer in layers:
+        inside = layer.folder
+        at_root = inside == PurePosixPath(".")
+        # unpack_tar's reserved paths are relative to the folder it unpacks into
+        mine = [p if at_root else p.relative_to(inside) for p in taken if at_root or inside in p.parents]
+        files = unpack_tar(
+            layer.archive, root.joinpath(*inside.parts), layer.compression, reserved=mine, staging_in=staging_in
+        )
+        placed = [inside / p for p in files]
+        taken.extend(placed)
+        written.append(placed)
+    return written
 
 
 @contextmanager

@@ -55,8 +55,6 @@ def make_provider(
         )
     if base_url is not None and not isinstance(base_url, str):
         raise InvalidOption("base_url must be a string URL")
-    if base_url and source.base_url_help is None:
-        raise InvalidOption(f"provider {source.name!r} takes no base_url")
     try:
         secret = as_secret(token)
     except TypeError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LocalCopy", "Plan", "PlanDetail", "PlanItem"]
+__all__ = ["LocalCopy", "Plan", "PlanDetail", "PlanItem", "QuantizationChoice"]
 
 
 @dataclass
@@ -34,6 +34,40 @@ class PlanItem:
         }
 
 
+@dataclass
+class QuantizationChoice:
+    """One quantization a GGUF repo offers, for a picker: what the plan chose and what else is there.
+
+    ``reference`` is the model reference that picks it (``org/repo:Q8_0``, or the
+    file's path when its name gives no quantization); ``files`` are all its files
+    (every part of a split model); ``projector`` is the vision projector that
+    comes along with it (None: the repo has none, or ``mmproj`` is off).
+    """
+
+    name: str
+    reference: str
+    size: int
+    files: list[str]
+    projector: str | None = None
+    projector_size: int = 0
+    #: what a reference without a tag picks
+    default: bool = False
+    #: what this plan fetches
+    chosen: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "reference": self.reference,
+            "size": self.size,
+            "files": list(self.files),
+            "projector": self.projector,
+            "projector_size": self.projector_size,
+            "default": self.default,
+            "chosen": self.chosen,
+        }
+
+
 class PlanDetail:
     """What a provider keeps between ``plan()`` and ``fetch()`` (URLs, digests, choices).
 
@@ -51,6 +85,8 @@ class Plan:
     destination: str | None = None
     revision: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: for a GGUF repo: every quantization it offers, smallest first (empty otherwise)
+    quantizations: list[QuantizationChoice] = field(default_factory=list)
     #: provider-private details (URLs, digests, store paths); not part of the API
     detail: PlanDetail | None = field(default=None, repr=False, compare=False)
 
@@ -82,7 +118,9 @@ class Plan:
             "present_bytes": self.present_bytes,
             "missing_bytes": self.missing_bytes,
             "notes": list(self.notes),
+            "summary": self.summary(),
             "items": [item.to_dict() for item in self.items],
+            "quantizations": [choice.to_dict() for choice in self.quantizations],
         }
 
     def summary(self) -> str:

@@ -5,17 +5,27 @@ Providers and the transfer engine only update a :class:`ProgressTracker`
 tracker's state into :class:`DownloadProgress` events: totals from the plan,
 ``downloaded_bytes`` and ``percent`` that never decrease, at most ~10 events a
 second and at least one a second while a download runs.
+
+Speed and ETA are measured here, once, so every client shows the same
+figures. Speed counts only the bytes fetched since they started to flow
+(connection setup and bytes already on disk do not dilute it), over the last
+:attr:`ProgressReporter.SPEED_WINDOW` seconds, smoothed; an ETA is given only
+once bytes have flowed for :attr:`ProgressReporter.ETA_WARMUP` seconds (a
+first guess from a fraction of a second is off by orders of magnitude), and
+none while the transfer stalls.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-__all__ = ["DownloadProgress", "DownloadStatus", "ProgressReporter", "ProgressTracker"]
+__all__ = ["DownloadProgress", "DownloadStatus", "FileProgress", "ProgressReporter", "ProgressTracker"]
 
 
 class DownloadStatus(str, Enum):
@@ -32,12 +42,25 @@ class DownloadStatus(str, Enum):
 
 
 @dataclass
+class FileProgress:
+    """Bytes present of one file or layer of a download."""
+
+    name: str
+    size: int | None
+    present: int
+
+
+@dataclass
 class DownloadProgress:
     """One progress update.
 
     The first five fields match the library modelpull replaces, in order.
     ``downloaded_bytes`` counts bytes present (already local ones included),
-    ``total_bytes`` is the size of the whole download.
+    ``total_bytes`` is the size of the whole download. ``speed_bps`` is the
+    current speed (on ``COMPLETE``: the average over the bytes fetched, None
+    when nothing was fetched); ``eta_seconds`` is None until it means
+    something. ``files``, when set, is every file or layer with its bytes
+    present (on the first event, on the last, and about once a second between).
     """
 
     status: DownloadStatus
@@ -50,6 +73,7 @@ class DownloadProgress:
     speed_bps: float | None = None
     eta_seconds: float | None = None
     current: str | None = None
+    files: list[FileProgress] | None = field(default=None, repr=False)
 
     @property
     def is_terminal(self) -> bool:
@@ -107,6 +131,11 @@ class ProgressTracker:
     def present_of(self, key: str) -> int:
         return self._present.get(key, 0)
 
+    def files(self) -> list[FileProgress]:
+        """Every file or layer announced so far, in order, with its bytes present."""
+        keys = dict.fromkeys([*self._present, *self._sizes])
+        return [FileProgress(key, self._sizes.get(key), self._present.get(key, 0)) for key in keys]
+
     @property
     def done(self) -> int:
         return sum(self._present.values())
@@ -121,20 +150,36 @@ class ProgressTracker:
 
 
 class ProgressReporter:
-    """Builds monotonic, throttled events from a tracker."""
+    """Builds monotonic, throttled events from a tracker, with smoothed speed and ETA."""
 
     MIN_INTERVAL = 0.1
     HEARTBEAT = 1.0
+    #: speed is the rate over the last this many seconds...
     SPEED_WINDOW = 5.0
+    #: ...once bytes have flowed for at least this long
+    SPEED_MIN_SPAN = 0.5
+    #: time constant (s) of the exponential smoothing applied to the windowed rate
+    SPEED_SMOOTHING = 2.0
+    #: no ETA before bytes have flowed this long
+    ETA_WARMUP = 2.0
+    #: ``files`` is attached at most this often between the first and the last event
+    FILES_INTERVAL = 1.0
 
-    def __init__(self, tracker: ProgressTracker) -> None:
+    def __init__(self, tracker: ProgressTracker, clock: Callable[[], float] = time.monotonic) -> None:
         self.tracker = tracker
+        self._clock = clock
+        self._created = clock()
+        self._initial_done = tracker.done
         self._max_done = 0
         self._max_percent = 0.0
         self._max_total = 0
         self._last_emit = 0.0
         self._last_key: tuple[Any, ...] | None = None
         self._samples: deque[tuple[float, int]] = deque()
+        self._flow_start: float | None = None
+        self._smoothed: float | None = None
+        self._smoothed_at = 0.0
+        self._files_at: float | None = None
 
     def _numbers(self) -> tuple[int, int | None, float]:
         done = max(self._max_done, self.tracker.done)
@@ -152,13 +197,51 @@ class ProgressReporter:
         return done, total, percent
 
     def _speed(self, now: float, done: int) -> float | None:
+        """Smoothed bytes/s since bytes started to flow; None until measurable."""
+        if self._flow_start is None:
+            if done <= self._initial_done:
+                return None
+            # The first bytes arrived since the last look: measure from that look,
+            # not from the plan (connection setup is not transfer time).
+            last_t = self._samples[-1][0] if self._samples else self._created
+            self._flow_start = last_t
+            self._samples.clear()
+            self._samples.append((last_t, self._initial_done))
         self._samples.append((now, done))
-        while len(self._samples) > 2 and now - self._samples[0][0] > self.SPEED_WINDOW:
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self.SPEED_WINDOW:
             self._samples.popleft()
         first_t, first_done = self._samples[0]
-        if now - first_t < 0.2:
+        span = now - first_t
+        if now - self._flow_start < self.SPEED_MIN_SPAN or span <= 0:
             return None
-        return (done - first_done) / (now - first_t)
+        rate = (done - first_done) / span
+        if self._smoothed is None:
+            self._smoothed = rate
+        else:
+            weight = 1.0 - math.exp(-(now - self._smoothed_at) / self.SPEED_SMOOTHING)
+            self._smoothed += weight * (rate - self._smoothed)
+        self._smoothed_at = now
+        return self._smoothed
+
+    def _eta(self, now: float, speed: float | None, done: int, total: int | None) -> float | None:
+        if total is None:
+            return None
+        if done >= total:
+            return 0.0
+        if speed is None or speed <= 0 or self._flow_start is None:
+            return None
+        if now - self._flow_start < self.ETA_WARMUP:
+            return None
+        recent = self._samples[-1][1] - self._samples[0][1] if len(self._samples) > 1 else 0
+        if recent <= 0:  # stalled: nothing arrived in the whole window
+            return None
+        return max(0.0, (total - done) / speed)
+
+    def _files(self, now: float, force: bool) -> list[FileProgress] | None:
+        if not force and self._files_at is not None and now - self._files_at < self.FILES_INTERVAL:
+            return None
+        self._files_at = now
+        return self.tracker.files()
 
     def event(
         self,
@@ -170,7 +253,7 @@ class ProgressReporter:
         error_code: str | None = None,
     ) -> DownloadProgress | None:
         """An event for the current state, or None when throttling says wait."""
-        now = time.monotonic()
+        now = self._clock()
         done, total, percent = self._numbers()
         speed = self._speed(now, done)
         key = (status, message, done, total, self.tracker.current)
@@ -181,11 +264,7 @@ class ProgressReporter:
             if key == self._last_key and since < self.HEARTBEAT:
                 return None
         self._last_emit, self._last_key = now, key
-        eta = None
-        if speed and speed > 0 and total is not None:
-            eta = max(0.0, (total - done) / speed)
-        elif total is not None and done >= total:
-            eta = 0.0
+        eta = self._eta(now, speed, done, total)
         return DownloadProgress(
             status=status,
             message=message,
@@ -197,11 +276,22 @@ class ProgressReporter:
             speed_bps=round(speed, 1) if speed is not None else None,
             eta_seconds=round(eta, 1) if eta is not None else None,
             current=self.tracker.current,
+            files=self._files(now, force),
         )
 
     def complete(self, message: str, path: str) -> DownloadProgress:
+        """The terminal event; ``speed_bps`` is the average over the bytes fetched (None if none)."""
+        now = self._clock()
         done = max(self._max_done, self.tracker.done)
         total = max(self.tracker.total or 0, self._max_total, done)
+        fetched = done - self._initial_done
+        average = None
+        if fetched > 0 and now > self._created:
+            average = round(fetched / (now - self._created), 1)
+        files = self.tracker.files()
+        for item in files:
+            if item.size is not None:
+                item.present = max(item.present, item.size)
         return DownloadProgress(
             status=DownloadStatus.COMPLETE,
             message=message,
@@ -209,9 +299,10 @@ class ProgressReporter:
             downloaded_bytes=total,
             total_bytes=total,
             path=path,
-            speed_bps=None,
+            speed_bps=average,
             eta_seconds=0.0,
             current=None,
+            files=files,
         )
 
     def error(self, code: str, message: str) -> DownloadProgress:
@@ -225,4 +316,5 @@ class ProgressReporter:
             total_bytes=total,
             error_code=code,
             current=self.tracker.current,
+            files=self.tracker.files() or None,
         )

@@ -54,6 +54,7 @@ BAD_CHARS = " \t\n\r\x00\x7f%?#@!$&'()*+,;=[]{}<>|\\^`\"~é模🙂"
 _NAME = st.text(string.ascii_letters + string.digits, min_size=1, max_size=12)
 HF_FAMILY = ("huggingface", "mlx", "gguf", "lmstudio")
 OLLAMA_FAMILY = ("ollama", "ollama-registry")
+OCI_FAMILY = ("oci",)
 
 
 def with_bad_char(draw: st.DrawFn, text: str, start: int = 0) -> str:
@@ -103,8 +104,35 @@ def invalid_ollama_reference(draw: st.DrawFn) -> str:
     return draw(st.sampled_from([f"-{model}", f".{model}:{tag}", f"{model}:-{tag}", f"ns/{model}:.x"]))
 
 
+@st.composite
+def invalid_oci_reference(draw: st.DrawFn) -> str:
+    model, tag = draw(_NAME), draw(_NAME)
+    kind = draw(st.sampled_from(["bad_char", "empty_part", "digest", "tag", "separators", "long"]))
+    if kind == "bad_char":
+        return with_bad_char(draw, f"ns/{model}:{tag}", start=draw(st.sampled_from([0, 3])))
+    if kind == "empty_part":
+        return draw(st.sampled_from([f"ns//{model}", f"/{model}", f"{model}/", "", "@", "/", f"{model}@"]))
+    if kind == "digest":
+        return draw(st.sampled_from([f"{model}@sha256:{'g' * 64}", f"{model}@md5:{'a' * 32}",
+                                     f"{model}@sha256:{'A' * 64}", f"{model}:{tag}@sha256:12"]))
+    if kind == "tag":
+        return draw(st.sampled_from([f"{model}:-{tag}", f"{model}:.{tag}", f"{model}:{tag}" + "t" * 128]))
+    if kind == "separators":
+        return draw(st.sampled_from([f"-{model}", f"ns/{model}-", f"ns/.{model}", f"ns/{model}..x",
+                                     f"ns/{model}___x", f"_{model}/x"]))
+    return "ns/" + "m" * 300
+
+
 def invalid_reference(provider: str) -> st.SearchStrategy[str]:
+    if provider in OCI_FAMILY:
+        return invalid_oci_reference()
     return invalid_hf_reference(provider) if provider in HF_FAMILY else invalid_ollama_reference()
+
+
+def _names_no_host(text: str) -> bool:
+    """An OCI reference whose first part is a registry (``a.b/x``, ``h:1/x``, ``localhost/x``) goes there."""
+    first, slash, _ = text.strip().lower().partition("/")
+    return not slash or not ("." in first or ":" in first or first == "localhost")
 
 
 def any_reference(provider: str) -> st.SearchStrategy[str]:
@@ -119,6 +147,9 @@ def any_reference(provider: str) -> st.SearchStrategy[str]:
         # A valid name with a host part goes to that host; keep fuzzed hosts away from DNS.
         text = text.filter(lambda t: t.count("/") < 2)
         near = near.filter(lambda t: t.count("/") < 2)
+    if provider in OCI_FAMILY:
+        text = text.filter(_names_no_host)
+        near = near.filter(_names_no_host)
     return st.one_of(text, near)
 
 
@@ -137,6 +168,8 @@ def fuzz_options(provider: str, tmp: Path) -> dict[str, Any]:
         return {"models_dir": str(tmp / "lms"), "cache_dir": str(tmp / "hf")}
     if provider == "ollama-registry":
         return {"models_dir": str(tmp / "ollama"), "insecure": True, "max_retries": 1}
+    if provider in (*OCI_FAMILY, "docker"):
+        return {"models_dir": str(tmp / "docker-models"), "insecure": True, "max_retries": 1}
     return {}
 
 
@@ -157,18 +190,18 @@ def run_one(provider: str, model: str, recorder: FaultProxy, tmp: Path) -> tuple
 
 
 def test_every_provider_is_fuzzed() -> None:
-    assert set(provider_names()) == set(HF_FAMILY) | set(OLLAMA_FAMILY), provider_names()
+    assert set(provider_names()) == set(HF_FAMILY) | set(OLLAMA_FAMILY) | set(OCI_FAMILY), provider_names()
 
 
 _FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-@pytest.mark.parametrize("provider", [*HF_FAMILY, *OLLAMA_FAMILY, "hf"])
+@pytest.mark.parametrize("provider", [*HF_FAMILY, *OLLAMA_FAMILY, *OCI_FAMILY, "hf", "docker"])
 def test_10_an_invalid_reference_is_one_invalid_model_error_and_no_network(
     provider: str, recorder: FaultProxy, tmp_path: Path
 ) -> None:
     @_FUZZ
-    @given(model=invalid_reference("huggingface" if provider == "hf" else provider))
+    @given(model=invalid_reference({"hf": "huggingface", "docker": "oci"}.get(provider, provider)))
     def check(model: str) -> None:
         code, connections = run_one(provider, model, recorder, tmp_path)
         assert code == "invalid_model", (model, code)
@@ -177,7 +210,7 @@ def test_10_an_invalid_reference_is_one_invalid_model_error_and_no_network(
     check()
 
 
-@pytest.mark.parametrize("provider", [*HF_FAMILY, *OLLAMA_FAMILY])
+@pytest.mark.parametrize("provider", [*HF_FAMILY, *OLLAMA_FAMILY, *OCI_FAMILY])
 def test_10_any_reference_never_raises_and_invalid_ones_stay_offline(
     provider: str, recorder: FaultProxy, tmp_path: Path
 ) -> None:
@@ -206,7 +239,8 @@ def test_10_non_string_references_and_the_cli_and_service(
         for model in (None, 42, b"org/name", ["org/name"], {"a": 1}, 3.5):
             code, connections = run_one(provider, model, recorder, tmp_path)  # type: ignore[arg-type]
             assert code == "invalid_model" and connections == 0, (provider, model, code)
-    for provider, model in (("huggingface", "org/../x"), ("ollama-registry", "a b:1b"), ("gguf", "org/repo:Q4 K")):
+    for provider, model in (("huggingface", "org/../x"), ("ollama-registry", "a b:1b"), ("gguf", "org/repo:Q4 K"),
+                            ("oci", "ai/x@sha256:1234")):
         proc = spawn([sys.executable, "-m", "modelpull.cli", "pull", provider, model, "--json",
                       "--base-url", recorder.url], env=dict(os.environ, MODELPULL_TOKEN=CANARY))
         out, err = finish(proc, timeout=60)
@@ -217,7 +251,8 @@ def test_10_non_string_references_and_the_cli_and_service(
     service = start_service(hf_endpoint=recorder.url, ollama_url=recorder.url)
     with service.client() as client:
         for provider, model in (("huggingface", "a/b/../c"), ("ollama", "x y"), ("ollama-registry", "h/n/m/x"),
-                                ("gguf", "org/repo/../../x.gguf"), ("lmstudio", "org/re po"), ("mlx", "-x/y")):
+                                ("gguf", "org/repo/../../x.gguf"), ("lmstudio", "org/re po"), ("mlx", "-x/y"),
+                                ("oci", "ai/../x")):
             answer = client.post("/downloads", json={"provider": provider, "model": model, "token": CANARY})
             capture.add("service-answer", answer.text)
             assert answer.status_code == 400 and answer.json()["error_code"] == "invalid_model", answer.text

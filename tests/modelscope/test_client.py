@@ -24,12 +24,13 @@ from modelpull.errors import (
     TransferTimeout,
     UnsafeSource,
 )
+from modelpull._transfer import resolve_policy
 from modelpull.providers._modelscope_client import (
     DEFAULT_ENDPOINT,
     ModelScopeClient,
-    RepoFile,
     resolve_endpoint,
 )
+from modelpull.providers._repo import RepoFile
 from tests.servers.modelscope_server import ModelScopeServer
 
 TOKEN = "ms-canary-token-5f3a9c"
@@ -39,6 +40,10 @@ FILES = {
     "weights/deep/part-2.safetensors": b"2" * 3000,
     "README.md": b"# tiny",
 }
+
+
+#: one attempt per request: the tests below look at single answers
+POLICY = resolve_policy("default", request_attempts=1)
 
 
 def sha(data: bytes) -> str:
@@ -56,8 +61,8 @@ async def test_listing_is_recursive_with_sizes_and_sha256(
 ) -> None:
     ids = ms_server.add_model("org", "tiny", FILES)
     client = ModelScopeClient(ms_server.endpoint, None, timeout=10)
-    listing = await client.listing(session, "org/tiny", None)
-    assert listing.revision == "master"
+    listing = await client.listing(session, POLICY, "org/tiny", None)
+    assert listing.ref == "master"
     assert listing.commit == ids["master"]
     assert listing.files == [
         RepoFile(path, len(data), sha(data), f"sha256:{sha(data)}")
@@ -78,10 +83,10 @@ async def test_listing_of_a_tag_and_the_newest_commit_among_files(
         revisions={"v1": {"config.json": b"{}", "w.bin": b"old"}}, tags=["v1"],
     )
     client = ModelScopeClient(ms_server.endpoint, None, timeout=10)
-    head = await client.listing(session, "org/tagged", None)
+    head = await client.listing(session, POLICY, "org/tagged", None)
     assert head.commit == ids["master"] != ids["v1"]
-    old = await client.listing(session, "org/tagged", "v1")
-    assert (old.revision, old.commit) == ("v1", ids["v1"])
+    old = await client.listing(session, POLICY, "org/tagged", "v1")
+    assert (old.ref, old.commit) == ("v1", ids["v1"])
     assert [f.etag for f in old.files if f.path == "w.bin"] == [sha(b"old")]
 
 
@@ -93,7 +98,7 @@ async def test_a_list_cut_at_the_server_cap_is_walked_folder_by_folder(
     ms_server.listing_cap = 5
     client = ModelScopeClient(ms_server.endpoint, None, timeout=10)
     client.listing_cap = 5
-    listing = await client.listing(session, "org/sharded", None)
+    listing = await client.listing(session, POLICY, "org/sharded", None)
     assert sorted(f.path for f in listing.files) == sorted(many)
     roots = {r.query.get("Root") for r in ms_server.log}
     assert {"shards", "shards/a", "weights"} <= roots
@@ -104,7 +109,7 @@ async def test_file_url_and_auth_fetch_the_listed_bytes(
 ) -> None:
     ms_server.add_model("team", "private.v2", FILES, token=TOKEN)
     client = ModelScopeClient(ms_server.endpoint, Secret(TOKEN), timeout=10)
-    listing = await client.listing(session, "team/private.v2", None)
+    listing = await client.listing(session, POLICY, "team/private.v2", None)
     for f in listing.files:
         url = URL(client.file_url("team/private.v2", f.path, listing.commit), encoded=True)
         assert TOKEN not in str(url)
@@ -137,9 +142,8 @@ async def test_token_comes_from_the_environment(
 ) -> None:
     ms_server.add_model("team", "private", FILES, token=TOKEN)
     monkeypatch.setenv("MODELSCOPE_API_TOKEN", TOKEN)
-    listing = await ModelScopeClient(ms_server.endpoint, None, timeout=10).listing(
-        session, "team/private", None
-    )
+    client = ModelScopeClient(ms_server.endpoint, None, timeout=10)
+    listing = await client.listing(session, POLICY, "team/private", None)
     assert len(listing.files) == len(FILES)
 
 
@@ -160,7 +164,7 @@ def test_endpoint_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
 async def failure(client: ModelScopeClient, session: aiohttp.ClientSession, repo: str,
                   revision: str | None = None) -> ModelpullError:
     with pytest.raises(ModelpullError) as caught:
-        await client.listing(session, repo, revision)
+        await client.listing(session, POLICY, repo, revision)
     return caught.value
 
 
@@ -261,7 +265,7 @@ async def test_invalid_model_id_is_refused_before_any_request(
     client = ModelScopeClient(ms_server.endpoint, None, 10)
     for bad in ("no-owner", "a/b/c", "../x", "org/..", "org/na me"):
         with pytest.raises(InvalidModel):
-            await client.listing(session, bad, None)
+            await client.listing(session, POLICY, bad, None)
     assert ms_server.log == []
 
 
@@ -272,12 +276,12 @@ async def test_download_errors_are_mapped_with_the_request_id(
     client = ModelScopeClient(ms_server.endpoint, None, 10)
     url = client.file_url("org/tiny", "weights/gone.bin", "master")
     async with session.get(url) as response:
-        error = client.error_for_response(response, await response.text())
+        error = client.error_for_response("org/tiny", "master", response, await response.text())
     assert isinstance(error, ModelNotFound)
     assert "weights/gone.bin" in error.message and last_request_id(ms_server) in error.message
     ms_server.fail(500)
     async with session.get(client.file_url("org/tiny", "config.json", "master")) as response:
-        error = client.error_for_response(response, await response.text())
+        error = client.error_for_response("org/tiny", "master", response, await response.text())
     assert isinstance(error, ServerError)
     async with session.get(client.file_url("org/tiny", "config.json", "master")) as response:
-        assert client.error_for_response(response, await response.text()) is None
+        assert client.error_for_response("org/tiny", "master", response, await response.text()) is None

@@ -18,7 +18,9 @@ import pytest
 from yarl import URL
 
 from modelpull.errors import InvalidModel, ModelNotFound
-from modelpull.providers._modelscope_client import ModelScopeClient, RepoListing
+from modelpull._transfer import resolve_policy
+from modelpull.providers._modelscope_client import ModelScopeClient
+from modelpull.providers._repo import RepoListing
 from modelpull.stores.modelscope_cache import (
     ModelScopeCacheStore,
     default_cache_dir,
@@ -48,13 +50,13 @@ async def pull_with_store(
     """What the provider will do: list, fetch what the store lacks into partials, publish."""
     client = ModelScopeClient(server.endpoint, None, timeout=10)
     async with aiohttp.ClientSession() as session:
-        listing = await client.listing(session, repo, None)
-        store = ModelScopeCacheStore(repo, listing.revision, cache_dir)
+        listing = await client.listing(session, resolve_policy(), repo, None)
+        store = ModelScopeCacheStore(repo, str(listing.ref), cache_dir)
         for f in listing.files:
             if store.is_complete(f.path, f.size, f.etag):
                 continue
             slot = store.slot(f.path, f.etag)
-            url = client.file_url(repo, f.path, listing.revision)
+            url = client.file_url(repo, f.path, str(listing.ref))
             headers = client.auth().headers_for(URL(url, encoded=True))
             async with session.get(url, headers=headers) as r:
                 assert r.status == 200
@@ -65,12 +67,13 @@ async def pull_with_store(
             slot.final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(slot.partial, slot.final)
         published = [(f.path, f.etag) for f in listing.files]
-        return store.publish(listing.commit, listing.revision, published)
+        return store.publish(listing.commit, str(listing.ref), published)
 
 
 async def listing_of(server: ModelScopeServer, repo: str) -> RepoListing:
     async with aiohttp.ClientSession() as session:
-        return await ModelScopeClient(server.endpoint, None, 10).listing(session, repo, None)
+        client = ModelScopeClient(server.endpoint, None, 10)
+        return await client.listing(session, resolve_policy(), repo, None)
 
 
 def found_by_sdk(sdk: Sdk, server: ModelScopeServer, repo: str, **env: str | None) -> list[Path]:
@@ -124,7 +127,7 @@ async def test_model_the_sdk_downloaded_needs_nothing_fetched(
     ms_server.add_model("org", "tiny", FILES)
     sdk.run(SNAPSHOT.format(repo="org/tiny"), MODELSCOPE_ENDPOINT=ms_server.endpoint)
     listing = await listing_of(ms_server, "org/tiny")
-    store = ModelScopeCacheStore("org/tiny", listing.revision)
+    store = ModelScopeCacheStore("org/tiny", str(listing.ref))
     assert store.layout == "snapshots"
     assert store.folder == ms_cache / "models" / "org--tiny" / "snapshots" / "master"
     assert all(store.is_complete(f.path, f.size, f.etag) for f in listing.files)
@@ -139,7 +142,7 @@ async def test_a_changed_file_of_the_same_size_is_not_complete(
     ms_server.add_model("org", "tiny", FILES)
     sdk.run(SNAPSHOT.format(repo="org/tiny"), MODELSCOPE_ENDPOINT=ms_server.endpoint)
     listing = await listing_of(ms_server, "org/tiny")
-    store = ModelScopeCacheStore("org/tiny", listing.revision)
+    store = ModelScopeCacheStore("org/tiny", str(listing.ref))
     weights = store.folder / "weights" / "model.safetensors"
     weights.write_bytes(b"\0" * weights.stat().st_size)
     complete = {f.path: store.is_complete(f.path, f.size, f.etag) for f in listing.files}
@@ -167,7 +170,7 @@ async def test_partials_stay_where_the_sdk_neither_finds_nor_lists_them(
 ) -> None:
     ms_server.add_model("org", "tiny", FILES)
     listing = await listing_of(ms_server, "org/tiny")
-    store = ModelScopeCacheStore("org/tiny", listing.revision)
+    store = ModelScopeCacheStore("org/tiny", str(listing.ref))
     for f in listing.files:
         slot = store.slot(f.path, f.etag)
         assert store.folder not in slot.partial.parents and store.folder not in slot.lock.parents

@@ -6,13 +6,19 @@
 * :func:`fetch_artifact` reads a manifest and its config back with plain HTTP.
 * :func:`materialise` lays a described artifact out in a folder (raw layers placed,
   tar layers unpacked) from blobs fetched with plain HTTP.
+* ``front`` (function): a :class:`RegistryFront` before ``registry`` that counts blob
+  bytes and ``Range`` headers and can throttle, lie or demand tokens.
+* ``small_disk`` (function): ``small_disk(bytes)`` mounts a fresh tmpfs of that size
+  (root only), unmounted after the test.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -21,7 +27,7 @@ import pytest
 
 from modelpull._oci.artifacts import FilePlacement, ModelArtifact, UnpackPlacement
 from modelpull._unpack import unpack_tar
-from tests.servers.registry import DockerRegistry
+from tests.servers.registry import DockerRegistry, RegistryFront
 from tests.servers.token_server import TokenAuthRegistry, TokenServer
 
 ACCEPT = (
@@ -106,3 +112,26 @@ def auth_registry(
 ) -> Iterator[TokenAuthRegistry]:
     with TokenAuthRegistry(tmp_path_factory.mktemp("oci-auth-registry"), tokens, registry) as reg:
         yield reg
+
+
+@pytest.fixture
+def front(registry: DockerRegistry) -> Iterator[RegistryFront]:
+    with RegistryFront(registry.url) as srv:
+        yield srv
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
+    mounted: list[Path] = []
+
+    def mount(size: int) -> Path:
+        assert os.geteuid() == 0, "the disk-full cases mount a tmpfs: run the tests as root"
+        where = tmp_path / f"disk{len(mounted)}"
+        where.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], check=False)

@@ -12,7 +12,8 @@ Everything is under ``/api/v1/models/{owner}/{name}``:
   ``IsLFS``, ``Mode``, ``CommitMessage``. Without ``Revision``: ``master``.
 * ``GET /repo?Revision=<rev>&FilePath=<path>`` - the file's bytes; ``Range:
   bytes=a-b`` / ``bytes=a-`` answered with ``206`` and ``Content-Range``
-  (``416`` past the end), unless :attr:`ModelScopeServer.ignore_range` is set.
+  (``416`` past the end), unless :attr:`ModelScopeServer.ignore_range` is set;
+  :attr:`ModelScopeServer.bytes_per_sec` throttles each download.
 
 A revision is a branch, a tag or a full commit id. The official SDK also asks
 ``GET /api/v1/repos/internalAccelerationInfo`` (an Alibaba Cloud region probe);
@@ -30,6 +31,7 @@ never its value) and file bytes are counted.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import re
@@ -41,7 +43,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import LOOPBACK, BackgroundAiohttpServer
+from . import LOOPBACK, BackgroundAiohttpServer, transport_gone
 
 DEFAULT_REVISION = "master"
 LISTING_CAP = 3000
@@ -67,6 +69,8 @@ class MsRequest:
     bytes_sent: int = 0  # file body bytes written to the connection
     file_path: str | None = None
     request_id: str | None = None  # the id we answered with on an error
+    client_disconnected: bool = False  # the client went away before the whole body was sent
+    done: bool = False  # the server finished with the request (sent all, or saw the client leave)
 
     @property
     def credential(self) -> bool:
@@ -120,6 +124,8 @@ class ModelScopeServer(BackgroundAiohttpServer):
         self._clock = itertools.count(FIRST_COMMIT_TIME, 60)
         #: answer ranged downloads with the whole file and 200, as a server without Range support
         self.ignore_range = False
+        #: at most this many file bytes a second per download (None: as fast as it goes)
+        self.bytes_per_sec: int | None = None
         #: most entries one file list returns; the real service cuts longer lists silently
         #: (modelscope-hub: REPO_FILES_TRUNCATION_LIMIT)
         self.listing_cap = LISTING_CAP
@@ -379,14 +385,29 @@ class ModelScopeServer(BackgroundAiohttpServer):
         rec.status = status
         response = web.StreamResponse(status=status, headers=headers)
         response.content_length = end - start
-        await response.prepare(request)
-        step = 64 * 1024
-        for offset in range(start, end, step):
-            chunk = data[offset : min(offset + step, end)]
-            await response.write(chunk)
-            with self._lock:
-                rec.bytes_sent += len(chunk)
-        await response.write_eof()
+        try:
+            await response.prepare(request)
+            step = 64 * 1024
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            for offset in range(start, end, step):
+                chunk = data[offset : min(offset + step, end)]
+                await response.write(chunk)
+                with self._lock:
+                    rec.bytes_sent += len(chunk)
+                if self.bytes_per_sec:
+                    ahead = rec.bytes_sent / self.bytes_per_sec - (loop.time() - began)
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+                if transport_gone(request):
+                    rec.client_disconnected = True
+                    return response
+            await response.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            rec.client_disconnected = True
+            raise
+        finally:
+            rec.done = True
         return response
 
     async def _acceleration_info(self, request: web.Request) -> web.Response:

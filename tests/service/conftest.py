@@ -106,13 +106,18 @@ def _serve_in_thread(config: ServiceConfig) -> Service:
 
 
 def serve_process(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """``modelpull serve ARGS`` as a subprocess, both outputs into ``log_path``."""
+    """``modelpull serve ARGS`` as a subprocess, both outputs into ``log_path``.
+
+    Its journal goes to ``<log_path without suffix>-data`` unless ``--data-dir`` or ``env``
+    names one: never the user's data folder, never another test's.
+    """
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed here once it has it
+    data_dir = str(log_path.with_name(log_path.stem + "-data"))
     try:
         return subprocess.Popen(
             [sys.executable, "-c", "from modelpull.cli import main; main()", "serve", *args],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "MODELPULL_DATA_DIR": data_dir, **(env or {})},
         )
     finally:
         log.close()

@@ -143,7 +143,8 @@ def test_inventory_over_http(start_service, local, hf_front, olah, repo_id):
         assert client.delete("/models/ollama/bad name!").json()["error_code"] == "invalid_model"
 
         # A model being downloaded cannot be deleted under the download's feet.
-        olah.make_repo(repo_id, {"config.json": b"{}", "model.safetensors": b"s" * 400_000})
+        olah.make_repo(repo_id, {"config.json": b'{"quantization": {"group_size": 64, "bits": 4}}',
+                                 "model.safetensors": b"s" * 400_000})  # an MLX conversion
         rule = hf_front.throttle(200_000, repo_id=repo_id)
         job = client.post("/downloads", json={"provider": "mlx", "model": repo_id}).json()["id"]
         wait_for(lambda: (client.get(f"/downloads/{job}").json()["progress"] or {}).get("status") == "downloading")

@@ -8,7 +8,11 @@ modules.
 * ``manifest``: media types, :class:`Manifest` and :class:`Descriptor`, and
   parsing that refuses what must not be acted on.
 * ``client``: :class:`OciClient` for one registry (manifest fetch with
-  content negotiation, retries, error mapping; blob URLs).
+  content negotiation, retries, error mapping; blob URLs; small blobs).
+* ``reference``: :func:`parse_reference` for ``[registry/][namespace/]name[:tag|@digest]``
+  with Docker Hub's and Docker Model Runner's defaults.
+* ``artifacts``: what a model artifact holds and where each layer lands
+  (imported from ``modelpull._oci.artifacts``).
 """
 
 from .auth import RegistryAuth, parse_challenge
@@ -38,8 +42,21 @@ from .manifest import (
     parse_index,
     parse_manifest,
 )
+from .reference import (
+    DOCKER_HUB,
+    DOCKER_HUB_AUTH,
+    DOCKER_HUB_NAMESPACE,
+    DOCKER_HUB_REGISTRY,
+    OciReference,
+    default_registry,
+    parse_reference,
+)
 
 __all__ = [
+    "DOCKER_HUB",
+    "DOCKER_HUB_AUTH",
+    "DOCKER_HUB_NAMESPACE",
+    "DOCKER_HUB_REGISTRY",
     "DOCKER_MANIFEST",
     "DOCKER_MANIFEST_LIST",
     "INDEX_TYPES",
@@ -53,9 +70,11 @@ __all__ = [
     "FetchedManifest",
     "Manifest",
     "OciClient",
+    "OciReference",
     "RegistryAuth",
     "check_reference",
     "check_repository",
+    "default_registry",
     "digest_hex",
     "error_codes",
     "is_index",
@@ -63,5 +82,6 @@ __all__ = [
     "parse_challenge",
     "parse_index",
     "parse_manifest",
+    "parse_reference",
     "registry_url",
 ]

@@ -6,7 +6,10 @@ from the realm (sending the caller's credential there, if any), cache it until
 it expires, and send it as ``Authorization: Bearer …`` to the registry's own
 origin only: a redirect to a CDN or any other host gets no credentials. A
 realm on another host than the registry is refused, so a hostile registry
-cannot collect the caller's credential through its challenge.
+cannot collect the caller's credential through its challenge; the one
+exception is a host the caller names as the registry's own token service
+(``realm_hosts``: Docker Hub's ``registry-1.docker.io`` sends its clients to
+``auth.docker.io``).
 
 ``Basic`` challenges are answered only with a ``user:password`` credential.
 """
@@ -18,6 +21,7 @@ import base64
 import json
 import re
 import time
+from collections.abc import Collection
 from typing import Any
 
 import aiohttp
@@ -46,9 +50,13 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
 class RegistryAuth:
     """Credentials for one registry origin, refreshed from its token realm on a 401."""
 
-    def __init__(self, registry: str | URL, credential: Secret | None = None) -> None:
+    def __init__(
+        self, registry: str | URL, credential: Secret | None = None, realm_hosts: Collection[str] = ()
+    ) -> None:
         self.registry = URL(str(registry))
         self._credential = credential
+        #: hosts besides the registry's own that may serve its token realm
+        self.realm_hosts = frozenset(host.lower() for host in realm_hosts)
         self._header: Secret | None = None
         self._expires = 0.0
         self._lock = asyncio.Lock()
@@ -94,12 +102,13 @@ class RegistryAuth:
         url = URL(realm)
         if url.scheme not in ("http", "https") or not url.host:
             raise UnsafeSource(f"the registry at {self._origin()} named an invalid token realm")
-        if (url.host or "").lower() != (self.registry.host or "").lower():
+        host = (url.host or "").lower()
+        if host != (self.registry.host or "").lower() and host not in self.realm_hosts:
             raise UnsafeSource(
                 f"the registry at {self._origin()} sent its token realm to another host "
                 f"({url.host}); refusing to send credentials there"
             )
-        if self.registry.scheme == "https" and url.scheme != "https":
+        if (self.registry.scheme == "https" or host in self.realm_hosts) and url.scheme != "https":
             raise UnsafeSource(
                 f"the registry at {self._origin()} asked for a token over plain http; refusing"
             )

@@ -12,10 +12,11 @@ maps the registry's error answers (:meth:`OciClient.error_for_response`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -33,6 +34,7 @@ from .._transfer import (
 )
 from ..errors import (
     AuthRequired,
+    ChecksumMismatch,
     ConnectionFailed,
     InvalidModel,
     InvalidOption,
@@ -111,11 +113,12 @@ class OciClient:
         registry: URL,
         policy: TransferPolicy,
         credential: Secret | None = None,
+        realm_hosts: Collection[str] = (),
     ) -> None:
         self.session = session
         self.registry = registry
         self.policy = policy
-        self.auth = RegistryAuth(registry, credential)
+        self.auth = RegistryAuth(registry, credential, realm_hosts)
         self._has_credential = bool(credential)
 
     # -- URLs --------------------------------------------------------------
@@ -155,15 +158,69 @@ class OciClient:
         self, repository: str, reference: str, accept: Sequence[str], label: str
     ) -> FetchedManifest:
         url = self.url(repository, "manifests", reference)
-        try:
+        async with self._mapped_errors(f"the manifest of {label}"):
             response = await send(self.session, url, {"Accept": ", ".join(accept)}, self.auth)
             async with response:
                 if response.status != 200:
                     body = (await response.content.read(_ERROR_BODY)).decode("utf-8", "replace")
                     raise self._manifest_error(response, body, repository, reference, label)
                 return await self._read_manifest(response, reference, label)
+
+    # -- small blobs -------------------------------------------------------
+    async def fetch_blob(
+        self, repository: str, blob: Descriptor, name: str | None = None, limit: int = MAX_MANIFEST_SIZE
+    ) -> bytes:
+        """A small blob (a model's config) read into memory and checked against its digest.
+
+        Large blobs go through the transfer engine instead. Refuses a
+        descriptor over ``limit`` bytes (:class:`UnsafeSource`); bytes that do
+        not match the digest are :class:`ChecksumMismatch`. Retried as the
+        policy says; raises typed errors.
+        """
+        label = name or repository
+        if blob.size > limit:
+            raise UnsafeSource(
+                f"the manifest of {label} gives its config blob {blob.size} bytes; refusing to read "
+                f"more than {limit}"
+            )
+        digest_hex(blob.digest)
+        url = self.url(repository, "blobs", blob.digest)
+
+        async def once() -> bytes:
+            async with self._mapped_errors(f"the config blob of {label}"):
+                response = await send(self.session, url, {}, self.auth)
+                async with response:
+                    if response.status != 200:
+                        text = (await response.content.read(_ERROR_BODY)).decode("utf-8", "replace")
+                        raise self._blob_error(response, text, label)
+                    body = await read_capped(response, blob.size)
+            if len(body) != blob.size or "sha256:" + hashlib.sha256(body).hexdigest() != blob.digest:
+                raise ChecksumMismatch(
+                    f"the config blob of {label} from {self.registry} does not match its digest "
+                    f"{blob.digest}; nothing was written"
+                )
+            return body
+
+        return await retry_request(self.policy, once, what=f"config blob of {label}")
+
+    def _blob_error(self, response: aiohttp.ClientResponse, body: str, label: str) -> ModelpullError:
+        known = self.error_for_response(response, body, label)
+        if known is not None:
+            return known
+        if self.policy.retryable_status(response.status):
+            return ServerBusy(
+                f"the registry {self.registry} answered HTTP {response.status}; try again later",
+                retry_after(response),
+            )
+        return ServerError(f"the registry {self.registry} answered HTTP {response.status}: {body[:200]}")
+
+    @contextlib.asynccontextmanager
+    async def _mapped_errors(self, what: str) -> AsyncIterator[None]:
+        """Connection-level failures of a metadata request as typed errors whose message says what to do."""
+        try:
+            yield
         except TooManyRedirects:
-            raise ServerError(f"too many redirects fetching the manifest of {label}") from None
+            raise ServerError(f"too many redirects fetching {what}") from None
         except asyncio.TimeoutError:
             raise TransferTimeout(f"the registry {self.registry} did not answer in time") from None
         except aiohttp.ClientConnectorCertificateError as exc:

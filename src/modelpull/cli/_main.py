@@ -1,4 +1,8 @@
-"""The ``modelpull`` command group; each command lives in a module of its own."""
+"""The ``modelpull`` command group; each command lives in a module of its own.
+
+Every command reports an error the same way: ``error [code]: message`` on
+stderr (the message exactly as written), exit status 1.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,37 @@ import click
 
 from .. import __version__
 from ..api import SOURCES
+from ..progress import DownloadProgress, DownloadStatus
+
+#: exit status after Ctrl-C (128 + SIGINT), as shells report it
+INTERRUPTED = 130
 
 
 def sources_help() -> str:
     """Every source with a one-line summary and an example, for ``--help``."""
-    lines = ["\b", "Sources (PROVIDER):"]
+    lines = ["\b", "Sources (PROVIDER), the common ones first:"]
     for source in SOURCES.by_rank():
         alias = f" (or {', '.join(source.aliases)})" if source.aliases else ""
         lines.append(f"  {source.name}{alias}: {source.summary}")
         lines.append(f"      e.g. modelpull pull {source.name} {source.example}")
     return "\n".join(lines)
+
+
+def print_error(code: str | None, message: str) -> None:
+    """The one error format of every command: ``error [code]: message`` on stderr."""
+    label = click.style("error", fg="red", bold=True)
+    click.echo(f"{label} [{code or 'error'}]: {message}", err=True)
+
+
+def fail(code: str | None, message: str) -> None:
+    """Print the error and exit 1."""
+    print_error(code, message)
+    raise SystemExit(1)
+
+
+def error_event(code: str, message: str) -> DownloadProgress:
+    """An ``ERROR`` event for ``--json`` output of an error found outside a download."""
+    return DownloadProgress(DownloadStatus.ERROR, message, error_code=code)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=sources_help())

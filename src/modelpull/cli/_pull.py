@@ -1,19 +1,31 @@
-"""``modelpull pull``: a progress bar, ``--json`` or ``--dry-run``."""
+"""``modelpull pull``: a progress bar on a terminal, plain lines in a log, ``--json``, ``--dry-run``.
+
+Every message is printed as it was written (a ``[gated]`` in it is text, not
+markup). Invalid input is refused before anything starts. Ctrl-C stops the
+transfer, keeps what is on disk, says so, and exits 130 (``--json``: a last
+``ERROR`` event ``cancelled``).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
-from typing import Any
+import time
+from collections.abc import AsyncGenerator
+from typing import Any, cast
 
 import click
 
-from .._format import format_bytes
-from ..api import download_model, plan_download
+from .._format import format_bytes, format_duration
+from ..api import check_download, download_model, plan_download
 from ..errors import ModelpullError
 from ..progress import DownloadProgress, DownloadStatus
-from ._main import main, sources_help
+from ._main import INTERRUPTED, error_event, main, print_error, sources_help
+
+#: seconds between two progress lines when stdout is not a terminal
+PLAIN_INTERVAL = 3.0
 
 
 def _parse_option(raw: tuple[str, ...]) -> dict[str, Any]:
@@ -58,7 +70,12 @@ def pull(
     dry_run: bool,
     offline: bool,
 ) -> None:
-    """Download MODEL from PROVIDER (the sources are listed below)."""
+    """Download MODEL from PROVIDER (the sources are listed below).
+
+    On a terminal: the plan's first line, then a progress bar. Otherwise: a
+    plain progress line every few seconds. Ctrl-C keeps what is on disk; the
+    same command resumes from there.
+    """
     options = _parse_option(raw_options)
     for key, value in (
         ("revision", revision),
@@ -70,103 +87,337 @@ def pull(
     ):
         if value:
             options[key] = value
-    if dry_run:
-        sys.exit(_dry_run(provider, model, token, base_url, options, as_json))
-    sys.exit(asyncio.run(_pull(provider, model, token, base_url, options, as_json)))
-
-
-def _dry_run(provider: str, model: str, token: str | None, base_url: str | None,
-             options: dict[str, Any], as_json: bool) -> int:
     try:
-        plan = asyncio.run(plan_download(provider, model, token=token, base_url=base_url, **options))
+        check_download(provider, model, token, base_url, **options)
     except ModelpullError as exc:
-        if as_json:
-            click.echo(json.dumps({"status": "error", "error_code": exc.code, "message": exc.message}))
+        sys.exit(_refused(exc, as_json))
+    try:
+        if dry_run:
+            code = asyncio.run(_dry_run(provider, model, token, base_url, options, as_json))
         else:
-            click.echo(f"error [{exc.code}]: {exc.message}", err=True)
-        return 1
+            code = asyncio.run(_pull(provider, model, token, base_url, options, as_json))
+    except KeyboardInterrupt:  # a second Ctrl-C while the first one was being handled
+        code = INTERRUPTED
+    sys.exit(code)
+
+
+def _refused(exc: ModelpullError, as_json: bool) -> int:
+    if as_json:
+        click.echo(json.dumps(error_event(exc.code, exc.message).to_dict()))
+    else:
+        print_error(exc.code, exc.message)
+    return 1
+
+
+# -- --dry-run -------------------------------------------------------------------------
+async def _dry_run(provider: str, model: str, token: str | None, base_url: str | None,
+                   options: dict[str, Any], as_json: bool) -> int:
+    try:
+        plan = await plan_download(provider, model, token=token, base_url=base_url, **options)
+    except ModelpullError as exc:
+        return _refused(exc, as_json)
+    except asyncio.CancelledError:
+        click.secho("Interrupted; nothing was downloaded.", err=True, fg="yellow")
+        return INTERRUPTED
     if as_json:
         click.echo(json.dumps(plan.to_dict()))
         return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    table = Table(title=f"{plan.provider}: {plan.model}" + (f" @ {plan.revision[:12]}" if plan.revision else ""))
-    table.add_column("file or layer")
-    table.add_column("size", justify="right")
-    table.add_column("local", justify="right")
+    title = f"{plan.provider}: {plan.model}" + (f" @ {plan.revision[:12]}" if plan.revision else "")
+    rows = []
     for item in plan.items:
         state = "yes" if item.local else (format_bytes(item.present_bytes) if item.present_bytes else "")
-        table.add_row(item.name, format_bytes(item.size), state)
-    console.print(table)
-    console.print(f"total {format_bytes(plan.total_bytes)}, to fetch {format_bytes(plan.missing_bytes)}")
-    for note in plan.notes:
-        console.print(note)
+        rows.append((item.name, format_bytes(item.size), state))
+    footer = [f"total {format_bytes(plan.total_bytes)}, to fetch {format_bytes(plan.missing_bytes)}", *plan.notes]
     if plan.destination:
-        console.print(f"destination: {plan.destination}")
+        footer.append(f"destination: {plan.destination}")
+    if not sys.stdout.isatty():
+        click.echo(title)
+        width = max([len(name) for name, _, _ in rows] + [13])
+        click.echo(f"{'file or layer':<{width}}  {'size':>9}  on disk")
+        for name, size, state in rows:
+            click.echo(f"{name:<{width}}  {size:>9}  {state}".rstrip())
+        for line in footer:
+            click.echo(line)
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console(highlight=False, emoji=False)
+    table = Table(title=Text(title))
+    table.add_column("file or layer", overflow="fold")
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("on disk", justify="right", no_wrap=True)
+    for name, size, state in rows:
+        table.add_row(Text(name), Text(size), Text(state))
+    console.print(table)
+    for line in footer:
+        console.print(Text(line))
     return 0
 
 
+# -- the download ----------------------------------------------------------------------
 async def _pull(provider: str, model: str, token: str | None, base_url: str | None,
                 options: dict[str, Any], as_json: bool) -> int:
-    events = download_model(provider, model, token=token, base_url=base_url, **options)
-    if as_json or not sys.stdout.isatty():
-        return await _pull_plain(events, as_json)
-    return await _pull_rich(events)
-
-
-async def _pull_plain(events: Any, as_json: bool) -> int:
-    last: DownloadProgress | None = None
-    async for event in events:
-        last = event
-        if as_json:
-            click.echo(json.dumps(event.to_dict()))
-        elif event.status in (DownloadStatus.STARTING, DownloadStatus.COMPLETE):
-            click.echo(event.message)
-        elif event.status is DownloadStatus.ERROR:
-            click.echo(f"error [{event.error_code}]: {event.message}", err=True)
-    return 0 if last is not None and last.status is DownloadStatus.COMPLETE else 1
-
-
-async def _pull_rich(events: Any) -> int:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
+    events = cast(
+        "AsyncGenerator[DownloadProgress, None]",
+        download_model(provider, model, token=token, base_url=base_url, **options),
     )
+    view: _View
+    if as_json:
+        view = _JsonView(model)
+    elif sys.stdout.isatty():
+        view = _RichView(model)
+    else:
+        view = _PlainView(model)
+    try:
+        async with contextlib.aclosing(events):
+            async for event in events:
+                view.show(event)
+    except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels this task
+        # Leaving the generator stopped the transfer; what arrived stays on disk.
+        view.interrupted()
+        return INTERRUPTED
+    finally:
+        view.close()
+    return view.result()
 
-    console = Console(stderr=False)
-    last: DownloadProgress | None = None
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[current]}"),
-        console=console,
-        transient=False,
-    ) as bar:
-        task = bar.add_task("starting", total=None, current="")
-        async for event in events:
-            last = event
-            if event.status is DownloadStatus.ERROR:
-                break
-            bar.update(
-                task,
-                description=event.status.value,
-                total=event.total_bytes,
-                completed=event.downloaded_bytes or 0,
-                current=(event.current or "")[-40:],
+
+class _View:
+    """What every output shares: the first event, the last, and what the numbers mean."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.first: DownloadProgress | None = None
+        self.last: DownloadProgress | None = None
+        self.started = time.monotonic()
+        self._pending_start: DownloadProgress | None = None
+
+    def show(self, event: DownloadProgress) -> None:
+        """Record ``event`` and render it; the first line waits for the second event.
+
+        A download that fails before its plan (gated, not found, unreachable) says
+        only the error, not a "Starting download" line before it.
+        """
+        if self.first is None:
+            self.first = self.last = event
+            if event.status is DownloadStatus.STARTING:
+                self._pending_start = event
+                return
+        self.last = event
+        pending, self._pending_start = self._pending_start, None
+        if pending is not None and not (event.status is DownloadStatus.ERROR and pending.total_bytes is None):
+            self.render(pending)
+        self.render(event)
+
+    def render(self, event: DownloadProgress) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """The output is done (a live display stops here)."""
+
+    def result(self) -> int:
+        return 0 if self.last is not None and self.last.status is DownloadStatus.COMPLETE else 1
+
+    # -- sentences -------------------------------------------------------------
+    @property
+    def nothing_to_fetch(self) -> bool:
+        first = self.first
+        return (
+            first is not None and first.total_bytes is not None
+            and first.downloaded_bytes is not None and first.downloaded_bytes >= first.total_bytes
+        )
+
+    def resume_line(self, event: DownloadProgress) -> str | None:
+        """On the first event: how much a rerun finds on disk already."""
+        present, total = event.downloaded_bytes or 0, event.total_bytes
+        if event.status is not DownloadStatus.STARTING or not present or total is None or present >= total:
+            return None
+        return (f"Resuming: {format_bytes(present)} of {format_bytes(total)} already on disk, "
+                f"fetching the other {format_bytes(total - present)}")
+
+    def done_lines(self, event: DownloadProgress) -> tuple[str, str | None]:
+        """The success line and, when bytes moved, how long it took and how fast."""
+        if self.nothing_to_fetch:
+            return f"{self.model} is already complete, nothing to fetch: {event.path}", None
+        elapsed = time.monotonic() - self.started
+        fetched = (event.total_bytes or 0) - ((self.first.downloaded_bytes or 0) if self.first else 0)
+        detail = f"{format_bytes(fetched)} fetched in {_seconds(elapsed)}"
+        if event.speed_bps:
+            detail += f", {format_bytes(event.speed_bps)}/s on average"
+        return event.message, detail
+
+    def interrupted_line(self) -> str:
+        last = self.last
+        if last is None or not last.downloaded_bytes:
+            return "Interrupted before any byte arrived; run the same command again to start over."
+        total = f" of {format_bytes(last.total_bytes)}" if last.total_bytes else ""
+        return (f"Interrupted: {format_bytes(last.downloaded_bytes)}{total} is on disk and kept; "
+                "run the same command again to resume from there.")
+
+    def interrupted(self) -> None:
+        click.secho(self.interrupted_line(), err=True, fg="yellow")
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f}s" if value < 60 else format_duration(value)
+
+
+def _progress_line(event: DownloadProgress) -> str:
+    done, total = event.downloaded_bytes or 0, event.total_bytes
+    text = f"{event.status.value} {format_bytes(done)}"
+    if total is not None:
+        shown = int((event.percent or 0) * 10) / 10  # only a finished download says 100 %
+        text += f" / {format_bytes(total)} ({shown:.1f}%)"
+    if event.speed_bps:
+        text += f" at {format_bytes(event.speed_bps)}/s"
+    if event.eta_seconds is not None and event.status is DownloadStatus.DOWNLOADING:
+        text += f", {format_duration(event.eta_seconds)} left"
+    if event.current:
+        text += f": {event.current}"
+    return text
+
+
+class _JsonView(_View):
+    """One JSON event per line, as they come; Ctrl-C ends with an ``ERROR`` event ``cancelled``."""
+
+    def show(self, event: DownloadProgress) -> None:
+        if self.first is None:
+            self.first = event
+        self.last = event
+        click.echo(json.dumps(event.to_dict()))
+
+    def interrupted(self) -> None:
+        last = self.last
+        event = error_event("cancelled", self.interrupted_line())
+        if last is not None:
+            event.percent, event.downloaded_bytes = last.percent, last.downloaded_bytes
+            event.total_bytes, event.current, event.files = last.total_bytes, last.current, last.files
+        click.echo(json.dumps(event.to_dict()))
+
+
+class _PlainView(_View):
+    """For logs and pipes: whole lines, never rewritten, never wrapped, one every few seconds."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(model)
+        self._printed_at = 0.0
+        self._status: DownloadStatus | None = None
+
+    def render(self, event: DownloadProgress) -> None:
+        status, previous = event.status, self._status
+        self._status = status
+        if status is DownloadStatus.STARTING:
+            click.echo(event.message)
+            resume = self.resume_line(event)
+            if resume:
+                click.echo(resume)
+            self._printed_at = time.monotonic()
+        elif status is DownloadStatus.COMPLETE:
+            line, detail = self.done_lines(event)
+            click.echo(line)
+            if detail:
+                click.echo(detail)
+        elif status is DownloadStatus.ERROR:
+            print_error(event.error_code, event.message)
+        elif status is DownloadStatus.VERIFYING and previous is not DownloadStatus.VERIFYING:
+            click.echo(event.message)
+            self._printed_at = time.monotonic()
+        elif status is DownloadStatus.DOWNLOADING and time.monotonic() - self._printed_at >= PLAIN_INTERVAL:
+            click.echo(_progress_line(event))
+            self._printed_at = time.monotonic()
+
+
+class _RichView(_View):
+    """A terminal: the plan's first line, a live bar with the library's speed and ETA, a summary."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(model)
+        from rich.console import Console
+
+        self.console = Console(highlight=False, emoji=False)
+        self._progress: Any = None
+        self._task: Any = None
+        self._saved_tty: tuple[int, Any] | None = None
+
+    def _bar(self) -> Any:
+        if self._progress is None:
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+            from rich.table import Column
+
+            self._progress = Progress(
+                TextColumn("{task.fields[status]}", markup=False),
+                BarColumn(),
+                DownloadColumn(),
+                TextColumn("{task.fields[speed]}", markup=False),
+                TextColumn("{task.fields[eta]}", markup=False),
+                TextColumn("{task.fields[current]}", markup=False,
+                           table_column=Column(no_wrap=True, overflow="ellipsis")),
+                console=self.console,
             )
-    assert last is not None
-    if last.status is DownloadStatus.COMPLETE:
-        console.print(f"[green]✓[/] {last.message}")
-        return 0
-    console.print(f"[red]error[/] [{last.error_code}]: {last.message}")
-    return 1
+            self._task = self._progress.add_task("", total=None, status="", speed="", eta="", current="")
+            self._quiet_ctrl_c()
+            self._progress.start()
+        return self._progress
+
+    def _quiet_ctrl_c(self) -> None:
+        """Keep the terminal from echoing ``^C`` into the bar (restored in :meth:`close`)."""
+        try:
+            import termios
+
+            if not sys.stdin.isatty():
+                return
+            fd = sys.stdin.fileno()
+            saved = termios.tcgetattr(fd)
+            quiet = list(saved)
+            quiet[3] &= ~termios.ECHOCTL
+            termios.tcsetattr(fd, termios.TCSANOW, quiet)
+            self._saved_tty = (fd, saved)
+        except (ImportError, OSError, ValueError, AttributeError):
+            return
+
+    def render(self, event: DownloadProgress) -> None:
+        from rich.text import Text
+
+        status = event.status
+        if status is DownloadStatus.STARTING:
+            self.console.print(Text(event.message), soft_wrap=True)
+            resume = self.resume_line(event)
+            if resume:
+                self.console.print(Text("↻ " + resume, style="cyan"), soft_wrap=True)
+            return
+        if status is DownloadStatus.COMPLETE:
+            self.close()
+            line, detail = self.done_lines(event)
+            self.console.print(Text.assemble(("✓ ", "bold green"), line), soft_wrap=True)
+            if detail:
+                self.console.print(Text("  " + detail, style="dim"), soft_wrap=True)
+            return
+        if status is DownloadStatus.ERROR:
+            self.close()
+            print_error(event.error_code, event.message)
+            return
+        speed = f"{format_bytes(event.speed_bps)}/s" if event.speed_bps else ""
+        eta = ""
+        if event.eta_seconds is not None and status is DownloadStatus.DOWNLOADING:
+            eta = f"{format_duration(event.eta_seconds)} left"
+        self._bar().update(
+            self._task, total=event.total_bytes, completed=event.downloaded_bytes or 0,
+            status=status.value, speed=speed, eta=eta, current=event.current or "",
+        )
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        if self._saved_tty is not None:
+            import termios
+
+            fd, saved = self._saved_tty
+            self._saved_tty = None
+            with contextlib.suppress(OSError):
+                termios.tcsetattr(fd, termios.TCSANOW, saved)
+
+    def interrupted(self) -> None:
+        self.close()
+        super().interrupted()

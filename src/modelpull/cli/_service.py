@@ -18,7 +18,7 @@ from .._format import format_bytes
 from ..api import SOURCES
 from ..errors import ModelpullError
 from ..providers import Location
-from ._main import main
+from ._main import fail, main
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,16 +55,21 @@ def _listable() -> str:
 @click.option("--allow-client-paths", is_flag=True, help="Let requests choose folders (cache_dir, local_dir, ...).")
 @click.option("--keep-finished", default=3600.0, show_default=True, help="Seconds a finished job stays listed.")
 @click.option("--max-running", default=32, show_default=True, type=click.IntRange(1, 1000), help="Downloads running at once.")
+@click.option("--data-dir", envvar="MODELPULL_DATA_DIR", type=click.Path(file_okay=False),
+              help="Folder of the journal that lets jobs outlive the service (or MODELPULL_DATA_DIR; "
+                   "default: ~/.local/share/modelpull/service, under XDG_DATA_HOME when set).")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(
     host: str, port: int, api_key: str | None, cors_origins: tuple[str, ...], allowed_hosts: tuple[str, ...],
-    allow_client_paths: bool, keep_finished: float, max_running: int, log_level: str, **settings: str | None,
+    allow_client_paths: bool, keep_finished: float, max_running: int, data_dir: str | None, log_level: str,
+    **settings: str | None,
 ) -> None:
     """Run the download service and its web page (http://127.0.0.1:8000)."""
     try:
         import uvicorn  # noqa: F401
 
         from ..service import ConfigError, ServiceConfig, run
+        from ..service._journal import default_data_dir
     except ImportError:
         raise click.ClickException(
             "the service needs FastAPI and uvicorn: pip install 'modelpull[service]'"
@@ -72,7 +77,7 @@ def serve(
     values: dict[str, Any] = dict(
         host=host, port=port, api_key=api_key or None, cors_origins=list(cors_origins),
         allowed_hosts=list(allowed_hosts), allow_client_paths=allow_client_paths,
-        keep_finished=keep_finished, max_running=max_running, **settings,
+        keep_finished=keep_finished, max_running=max_running, data_dir=data_dir or default_data_dir(), **settings,
     )
     config = ServiceConfig(**values)
     try:
@@ -99,7 +104,7 @@ def list_command(provider: str | None, partial: bool, as_json: bool, **settings:
     try:
         inventory = scan_inventory(provider, **_inventory_settings(settings))
     except ModelpullError as exc:
-        raise click.ClickException(f"[{exc.code}] {exc.message}") from None
+        fail(exc.code, exc.message)
     if as_json:
         click.echo(json.dumps({"models": [m.to_dict() for m in inventory.models], "notes": inventory.notes}))
         return
@@ -181,7 +186,7 @@ def rm_command(provider: str | None, model: str | None, partial: bool, everythin
     try:
         result = delete_model(provider, model, **_inventory_settings(settings))
     except ModelpullError as exc:
-        raise click.ClickException(f"[{exc.code}] {exc.message}") from None
+        fail(exc.code, exc.message)
     click.echo(f"deleted {result['name']} ({format_bytes(result['freed_bytes'])} freed)")
 
 

@@ -8,16 +8,20 @@ inventory and the page - reads the declarations from here.
 
 from __future__ import annotations
 
-from . import gguf, huggingface, ollama_registry, ollama_server
+from . import gguf, huggingface, modelscope, ollama_registry, ollama_server, url
 from ._registry import Registry
 from ._source import LocalModel, Location, Option, PartialDownload, Place, Source
 from .base import Provider
+from .oci import OCI
 
 SOURCES = Registry((
     *huggingface.SOURCES,
     *gguf.SOURCES,
     ollama_server.OLLAMA_SERVER,
     ollama_registry.OLLAMA_REGISTRY,
+    OCI,
+    modelscope.MODELSCOPE,
+    url.URL_SOURCE,
 ))
 
 

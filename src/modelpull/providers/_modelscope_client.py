@@ -1,12 +1,16 @@
 """The ModelScope Hub API (``/api/v1``) as the official SDK speaks it (PROTOCOLS.md section 10).
 
 One call matters before any byte moves: the recursive file list, which gives
-every file's path, size and sha256. Files are then fetched from
-``/api/v1/models/{owner}/{name}/repo?Revision=&FilePath=`` by the transfer
-engine, with the credentials of :meth:`ModelScopeClient.auth`.
+every file's path, size, sha256 and the commit that last changed it. Files are
+then fetched from ``/api/v1/models/{owner}/{name}/repo?Revision=&FilePath=``
+by the transfer engine, with the credentials of :meth:`ModelScopeClient.auth`.
+Like the SDKs, downloads name the branch or tag asked for (the listing's
+``ref``), not a commit.
 
-No retries here: callers wrap :meth:`ModelScopeClient.listing` in the shared
-retry policy, and the errors it raises say whether a retry can help.
+:class:`ModelScopeClient` is a :class:`~modelpull.providers._repo.RepoClient`:
+its file list goes through the transfer policy's retries (a 429 or 5xx, a
+broken or silent connection), and the errors it raises say whether a retry
+can help.
 """
 
 from __future__ import annotations
@@ -16,15 +20,15 @@ import json
 import os
 import re
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
 import aiohttp
 from yarl import URL
 
 from .._secrets import Secret, as_secret
-from .._transfer import Auth, same_origin
+from .._transfer import Auth, ServerBusy, read_capped, retry_after, retry_request, same_origin
 from ..errors import (
     AuthRequired,
     ConnectionFailed,
@@ -38,6 +42,11 @@ from ..errors import (
 )
 from ..stores.modelscope_cache import split_repo_id
 from ..stores.paths import safe_relative
+from ._repo import RepoFile, RepoListing
+
+if TYPE_CHECKING:
+    from .._transfer import TransferPolicy
+    from ._repo import FileSelector
 
 #: modelscope-hub's default endpoint (the China site; the international one is www.modelscope.ai)
 DEFAULT_ENDPOINT = "https://modelscope.cn"
@@ -49,22 +58,20 @@ LISTING_CAP = 3000
 MAX_LISTING_REQUESTS = 200
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _ENDPOINT = re.compile(r"https?://[^/\s?#]+(/[^\s?#]*)?")
+#: a commit id as the file list names it (kept in the old SDK's index)
+_COMMIT = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 _USER_AGENT = "modelpull (modelscope-compatible)"
+#: the largest API answer read (a file list of the server's 3000 entries is about 2 MB)
+_MAX_ANSWER = 64 << 20
 
 
-@dataclass(frozen=True)
-class RepoFile:
-    path: str  # POSIX path in the repo, checked with modelpull.stores.paths.safe_relative
-    size: int
-    etag: str  # the store's name for the blob: here the sha256 hex
-    digest: str  # "sha256:<hex>" (what the transfer engine verifies)
+class _Answer(NamedTuple):
+    """An API answer: status (the envelope's Code when it failed), body, ids for messages."""
 
-
-@dataclass
-class RepoListing:
-    commit: str  # the resolved revision (the Revision the file list reports)
-    revision: str  # what was asked for, or the default the SDK would choose
-    files: list[RepoFile]
+    status: int
+    body: Any
+    request_id: str
+    retry_after: float | None
 
 
 def resolve_endpoint(base_url: str | None) -> str:
@@ -110,14 +117,25 @@ class ModelScopeAuth:
 
 
 class ModelScopeClient:
-    """Metadata and URLs of one ModelScope endpoint."""
+    """Metadata and URLs of one ModelScope endpoint.
 
-    def __init__(self, endpoint: str | None, token: Secret | None, timeout: float) -> None:
+    ``endpoint``: see :func:`resolve_endpoint`. ``token``: else
+    ``MODELSCOPE_API_TOKEN``. ``timeout``: seconds one API request may take in
+    all (None: the session's own connect and stall timeouts).
+    """
+
+    def __init__(
+        self, endpoint: str | None, token: Secret | None, timeout: float | None = None
+    ) -> None:
         self.endpoint = resolve_endpoint(endpoint)
-        self.token = token or as_secret(os.environ.get("MODELSCOPE_API_TOKEN"))
+        self._token = token or as_secret(os.environ.get("MODELSCOPE_API_TOKEN"))
         self.timeout = timeout
         #: a file list this long may have been cut by the server, so it is walked by folder
         self.listing_cap = LISTING_CAP
+
+    @property
+    def token(self) -> Secret | None:
+        return self._token
 
     def __repr__(self) -> str:
         shown = "***" if self.token else None
@@ -140,42 +158,70 @@ class ModelScopeClient:
 
     # -- the file list ------------------------------------------------------------
     async def listing(
-        self, session: aiohttp.ClientSession, repo_id: str, revision: str | None
+        self, session: aiohttp.ClientSession, policy: TransferPolicy, repo_id: str,
+        revision: str | None, wanted: FileSelector | None = None,
     ) -> RepoListing:
-        """Every file of ``repo_id`` at ``revision`` (default ``master``), with size and sha256."""
-        wanted = revision or DEFAULT_REVISION
-        entries = await self._files(session, repo_id, wanted, root=None, recursive=True)
+        """The files of ``repo_id`` at ``revision`` (default ``master``) with size and sha256.
+
+        Every path of the list is checked; only the files ``wanted`` chooses
+        (all without a selector) are described and returned. Each API request
+        is retried as ``policy`` says.
+        """
+        asked = revision or DEFAULT_REVISION
+        split_repo_id(repo_id)  # an invalid id never reaches the network
+
+        async def files(root: str | None, recursive: bool) -> list[Any]:
+            return await retry_request(
+                policy, lambda: self._files(session, repo_id, asked, root=root, recursive=recursive),
+                what="ModelScope file list",
+            )
+
+        entries = await files(None, True)
         if len(entries) >= self.listing_cap:
-            entries = await self._walk(session, repo_id, wanted, entries)
-        files: dict[str, RepoFile] = {}
+            entries = await self._walk(files, repo_id, entries)
+        blobs: dict[str, dict[str, Any]] = {}
         newest: tuple[int, str] | None = None
         for entry in entries:
             if not isinstance(entry, dict):
                 raise ServerError(f"{self.endpoint} sent a malformed file list for {repo_id}")
             if (entry.get("Type") or "blob") == "tree":
                 continue
-            repo_file = _repo_file(entry, repo_id)
-            if files.setdefault(repo_file.path, repo_file) != repo_file:
-                raise UnsafeSource(f"the file list of {repo_id} names {repo_file.path!r} twice")
+            path = _entry_path(entry)
+            safe_relative(path)
+            if path in blobs and blobs[path] != entry:
+                raise UnsafeSource(f"the file list of {repo_id} names {path!r} twice")
+            blobs[path] = entry
             commit = entry.get("Revision")
-            if isinstance(commit, str) and commit:
+            if isinstance(commit, str) and _COMMIT.fullmatch(commit):
                 when = entry.get("CommittedDate")
                 stamp = (when if isinstance(when, int) else 0, commit)
                 newest = stamp if newest is None or stamp > newest else newest
+        chosen = wanted.wanted(sorted(blobs)) if wanted is not None else sorted(blobs)
+        described = [_repo_file(blobs[path], repo_id) for path in chosen]
+        file_commits = {
+            path: str(blobs[path]["Revision"]) for path in chosen
+            if isinstance(blobs[path].get("Revision"), str) and _COMMIT.fullmatch(blobs[path]["Revision"])
+        }
         # Files carry the commit that last changed each of them; the newest is the revision's head.
-        commit = newest[1] if newest else wanted
-        return RepoListing(commit, wanted, sorted(files.values(), key=lambda f: f.path))
+        commit = newest[1] if newest else asked
+        return RepoListing(
+            commit, sorted(described, key=lambda f: f.path), file_commits=file_commits, ref=asked
+        )
 
     async def _walk(
-        self, session: aiohttp.ClientSession, repo_id: str, revision: str, first: list[Any]
+        self, files: Callable[[str | None, bool], Awaitable[list[Any]]], repo_id: str,
+        first: list[Any],
     ) -> list[Any]:
-        """A list cut at the server's cap, completed one folder at a time (as the SDK does)."""
+        """A list cut at the server's cap, completed one folder at a time (as the SDK does).
+
+        ``files(root, recursive)`` fetches one list.
+        """
         collected = {_entry_path(e): e for e in first if isinstance(e, dict)}
         truncated = [""]  # folders whose recursive list came back at the cap
         requests = 0
         while truncated:
             root = truncated.pop()
-            shallow = await self._files(session, repo_id, revision, root=root, recursive=False)
+            shallow = await files(root, False)
             requests += 1
             if len(shallow) >= self.listing_cap:
                 raise ServerError(
@@ -189,7 +235,7 @@ class ModelScopeClient:
                 if entry.get("Type") != "tree":
                     continue
                 folder = _entry_path(entry)
-                deep = await self._files(session, repo_id, revision, root=folder, recursive=True)
+                deep = await files(folder, True)
                 requests += 1
                 for inner in deep:
                     if isinstance(inner, dict):
@@ -216,9 +262,10 @@ class ModelScopeClient:
         if root:
             query["Root"] = root
         url = self._api(repo_id, "/repo/files").with_query(query)
-        status, body, request_id = await self._get(session, url)
-        if status != 200:
-            raise await self._listing_error(session, repo_id, revision, status, body, request_id)
+        answer = await self._get(session, url)
+        body, request_id = answer.body, answer.request_id
+        if answer.status != 200:
+            raise await self._listing_error(session, repo_id, revision, answer)
         data = body.get("Data") if isinstance(body, dict) else None
         files = data.get("Files") if isinstance(data, dict) else data
         if files is None:
@@ -230,25 +277,22 @@ class ModelScopeClient:
             )
         return files
 
-    async def _get(self, session: aiohttp.ClientSession, url: URL) -> tuple[int, Any, str]:
-        """GET a JSON API URL: (status, decoded body or None, request id for messages)."""
+    async def _get(self, session: aiohttp.ClientSession, url: URL) -> _Answer:
+        """GET a JSON API URL; transport failures raised typed."""
         sent_id = uuid.uuid4().hex
         headers = {"X-Request-ID": sent_id, "User-Agent": _USER_AGENT, "Accept": "application/json"}
         headers.update(self.auth().headers_for(url))
+        timeout = aiohttp.ClientTimeout(total=self.timeout) if self.timeout else None
         try:
             async with session.get(
-                url,
-                headers=headers,
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                url, headers=headers, allow_redirects=False, **({"timeout": timeout} if timeout else {})
             ) as response:
-                text = await response.text(errors="replace")
+                raw = await read_capped(response, _MAX_ANSWER)
                 status = response.status
                 header_id = response.headers.get("X-Request-ID", "")
+                wait = retry_after(response)
         except asyncio.TimeoutError:
-            raise TransferTimeout(
-                f"{self.endpoint} did not answer within {self.timeout:g} s; try again later"
-            ) from None
+            raise TransferTimeout(f"{self.endpoint} did not answer in time; try again later") from None
         except aiohttp.ClientConnectionError as exc:
             raise ConnectionFailed(
                 f"could not reach {self.endpoint} ({type(exc).__name__}); check the network, "
@@ -256,28 +300,25 @@ class ModelScopeClient:
             ) from None
         except aiohttp.ClientError as exc:
             raise ServerError(f"{self.endpoint} answered badly ({type(exc).__name__})") from None
-        body = _json_or_none(text)
+        if len(raw) > _MAX_ANSWER:
+            raise UnsafeSource(f"{self.endpoint} sent an answer larger than {_MAX_ANSWER} bytes")
+        body = _json_or_none(raw.decode("utf-8", "replace"))
         body_id = body.get("RequestId") if isinstance(body, dict) else None
         request_id = str(body_id or header_id or sent_id)[:100]
         if status == 200 and isinstance(body, dict) and _failed_envelope(body):
             # the old SDK checks the envelope too: Code 200 and Success true mean OK
             code = body.get("Code")
             status = code if isinstance(code, int) and 400 <= code < 600 else 500
-        return status, body, request_id
+        return _Answer(status, body, request_id, wait)
 
     async def _listing_error(
-        self,
-        session: aiohttp.ClientSession,
-        repo_id: str,
-        revision: str,
-        status: int,
-        body: Any,
-        request_id: str,
+        self, session: aiohttp.ClientSession, repo_id: str, revision: str, answer: _Answer
     ) -> ModelpullError:
+        status, body, request_id = answer.status, answer.body, answer.request_id
         if status == 404:
             # a 404 on the file list means no such model or no such revision;
             # the model's page tells which
-            info_status, _, _ = await self._get(session, self._api(repo_id))
+            info_status = (await self._get(session, self._api(repo_id))).status
             if info_status == 200:
                 return RevisionNotFound(
                     f"{repo_id} has no revision {revision!r} on {self.endpoint}; check the "
@@ -290,14 +331,15 @@ class ModelScopeClient:
                     f"{repo_id} was not found on {self.endpoint}; check the model id (private "
                     f"models need a token){_request_id_note(request_id)}"
                 )
-        error = self._status_error(status, repo_id, _message_of(body), request_id)
+        error = self._status_error(status, repo_id, _message_of(body), request_id, answer.retry_after)
         return error or ServerError(
             f"{self.endpoint} answered HTTP {status} for the file list of {repo_id}"
             f"{_message_note(body)}{_request_id_note(request_id)}"
         )
 
     def _status_error(
-        self, status: int, repo_id: str, message: str, request_id: str
+        self, status: int, repo_id: str, message: str, request_id: str,
+        wait: float | None = None,
     ) -> ModelpullError | None:
         note = f"{_quoted(message)}{_request_id_note(request_id)}"
         if status in (401, 403):
@@ -311,15 +353,17 @@ class ModelScopeClient:
                 f"MODELSCOPE_API_TOKEN (an SDK token from your ModelScope account){note}"
             )
         if status == 429:
-            return ServerError(
-                f"{self.endpoint} is rate limiting requests (HTTP 429){note}; try again later"
+            return ServerBusy(
+                f"{self.endpoint} is rate limiting requests (HTTP 429){note}; try again later", wait
             )
         if status >= 500:
-            return ServerError(f"{self.endpoint} failed with HTTP {status}{note}; try again later")
+            return ServerBusy(
+                f"{self.endpoint} failed with HTTP {status}{note}; try again later", wait
+            )
         return None
 
     def error_for_response(
-        self, response: aiohttp.ClientResponse, body: str
+        self, repo_id: str, revision: str, response: aiohttp.ClientResponse, body: str
     ) -> ModelpullError | None:
         """The error a failed file download stands for, or None to let the engine decide."""
         if response.status < 400:
@@ -328,7 +372,6 @@ class ModelScopeClient:
         body_id = decoded.get("RequestId") if isinstance(decoded, dict) else None
         request_id = str(body_id or response.headers.get("X-Request-ID") or "")[:100]
         path = response.url.query.get("FilePath") or "a file"
-        repo_id = _repo_of(response.url) or "the model"
         if response.status == 404:
             return ModelNotFound(
                 f"{path} of {repo_id} is not on {self.endpoint} at this revision (it may have "
@@ -357,11 +400,6 @@ def _repo_file(entry: dict[str, Any], repo_id: str) -> RepoFile:
 def _entry_path(entry: dict[str, Any]) -> str:
     path = entry.get("Path") or entry.get("Name") or ""
     return path if isinstance(path, str) else ""
-
-
-def _repo_of(url: URL) -> str | None:
-    match = re.search(r"/api/v1/models/([^/]+/[^/]+)/", url.path)
-    return match.group(1) if match else None
 
 
 def _json_or_none(text: str) -> Any:
@@ -398,7 +436,5 @@ __all__ = [
     "DEFAULT_REVISION",
     "ModelScopeAuth",
     "ModelScopeClient",
-    "RepoFile",
-    "RepoListing",
     "resolve_endpoint",
 ]

@@ -17,7 +17,7 @@ from ..errors import ConnectionFailed, InvalidModel, InvalidOption, ModelNotFoun
 from ..refs import parse_ollama_name
 from ._source import LocalModel, Location, PartialDownload, Place, Settings, Source
 
-__all__ = ["HF_CACHE", "HF_CACHE_DIR", "HF_ENDPOINT", "OLLAMA", "OLLAMA_MODELS_DIR", "OLLAMA_URL"]
+__all__ = ["HF_CACHE", "HF_CACHE_DIR", "HF_ENDPOINT", "OLLAMA", "OLLAMA_MODELS_DIR", "OLLAMA_URL", "gguf_quantization"]
 
 HF_CACHE_DIR = Location(
     "hf_cache_dir", "--cache-dir",
@@ -47,6 +47,16 @@ def _folder(settings: Settings, location: Location) -> str | None:
 
 
 # -- the Hugging Face cache ----------------------------------------------------------
+def gguf_quantization(paths: list[str]) -> str | None:
+    """The quantizations of a model's GGUF files (projectors left out), e.g. ``Q4_K_M``."""
+    from .gguf import is_projector, quantization_of
+
+    labels = dict.fromkeys(
+        label for path in paths if not is_projector(path) and (label := quantization_of(path))
+    )
+    return ", ".join(labels) or None
+
+
 def _hf_list(settings: Settings) -> list[LocalModel]:
     from ..stores import hf_cache
 
@@ -56,6 +66,7 @@ def _hf_list(settings: Settings) -> list[LocalModel]:
             path=entry["path"], modified=entry["modified"], files=entry["files"],
             revisions=entry["revisions"], partial_bytes=entry["partial_bytes"],
             mlx=entry["format"] == "mlx", complete=entry["complete"], format=entry["format"],
+            quantization=gguf_quantization(entry["gguf_files"]),
         )
         for entry in hf_cache.list_local(_folder(settings, HF_CACHE_DIR))
     ]
@@ -129,6 +140,8 @@ def _from_tags(entry: dict[str, Any]) -> LocalModel:
         except ValueError:
             modified = None
     size = entry.get("size")
+    details = entry.get("details")
+    level = details.get("quantization_level") if isinstance(details, dict) else None
     return LocalModel(
         provider="",
         name=str(entry.get("name") or entry.get("model") or "?"),
@@ -136,6 +149,7 @@ def _from_tags(entry: dict[str, Any]) -> LocalModel:
         source="ollama-server",
         modified=modified,
         format="gguf",
+        quantization=level[:40] if isinstance(level, str) and level else None,
     )
 
 

@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .._transfer import (
     FileTransfer,
@@ -33,7 +34,7 @@ from .._transfer import (
     present_bytes,
 )
 from ..errors import ModelNotFound, ModelpullError
-from ..plan import LocalCopy, Plan, PlanDetail, PlanItem
+from ..plan import LocalCopy, Plan, PlanDetail, PlanItem, QuantizationChoice
 from ..progress import ProgressTracker
 from ..stores.paths import FileSlot
 from .base import Provider
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from ._source import Source
 
 __all__ = [
+    "FileCommitIndex",
     "FileSelector",
     "RepoClient",
     "RepoFile",
@@ -54,6 +56,8 @@ __all__ = [
     "RepoProvider",
     "RepoStore",
     "Selection",
+    "SnapshotStore",
+    "file_has_digest",
 ]
 
 
@@ -76,17 +80,18 @@ class RepoListing:
     #: the whole repo's listing, recorded with the download so an offline run knows what
     #: a complete copy holds (huggingface_hub's tree-cache entries); None if not known
     tree: dict[str, dict[str, Any]] | None = None
+    #: the commit that last changed each file, where the site tells (ModelScope does);
+    #: stores that index files by their own commit (:class:`FileCommitIndex`) record it
+    file_commits: dict[str, str] = field(default_factory=dict)
+    #: what file URLs name: None for ``commit`` (the Hub pins the snapshot), or the branch
+    #: or tag for a site whose clients download by name (ModelScope's SDKs do)
+    ref: str | None = None
 
 
 class RepoClient(Protocol):
     """Where a repo lives: listing, file URLs, credentials, error wording."""
 
     endpoint: str
-
-    @property
-    def offline(self) -> bool:
-        """The site's own offline convention is on (``HF_HUB_OFFLINE`` for the Hub)."""
-        ...
 
     @property
     def token(self) -> Secret | None: ...
@@ -98,7 +103,9 @@ class RepoClient(Protocol):
         """The selector's wanted files (``wanted.wanted``), described with sizes and digests."""
         ...
 
-    def file_url(self, repo_id: str, path: str, commit: str) -> str: ...
+    def file_url(self, repo_id: str, path: str, commit: str) -> str:
+        """Where ``path`` is fetched; ``commit`` is the listing's ``ref`` when it has one."""
+        ...
 
     def auth(self) -> Auth: ...
 
@@ -119,6 +126,8 @@ class Selection:
     label: str | None = None
     #: added to the first message (the projector, why this quantization)
     remark: str = ""
+    #: for a picker: every quantization the repo offers (GGUF repos), in the plan's JSON
+    quantizations: list[QuantizationChoice] = field(default_factory=list)
 
 
 class FileSelector(Protocol):
@@ -158,12 +167,36 @@ class RepoStore(Protocol):
         """Make every (path, etag) visible; return the model's folder."""
         ...
 
+
+
+@runtime_checkable
+class SnapshotStore(Protocol):
+    """A store that can say what it holds of a revision without the network (offline runs)."""
+
     def record_tree(self, commit: str, tree: dict[str, dict[str, Any]]) -> None:
         """Keep the repo's full listing at ``commit`` for offline runs."""
         ...
 
     def local_snapshot(self, revision: str) -> LocalSnapshot | None:
         """What the store holds of ``revision``, without any network call."""
+        ...
+
+
+@runtime_checkable
+class FileCommitIndex(Protocol):
+    """A store whose index also records the commit that last changed each file.
+
+    The old ModelScope SDK skips a file only when its ``.msc`` entry names that
+    file's own commit, so such a store is handed the listing's ``file_commits``.
+    """
+
+    def publish(
+        self, commit: str, revision: str, files: list[tuple[str, str]], *,
+        file_commits: Mapping[str, str] | None = None,
+    ) -> Path: ...
+
+    def recorded_commits(self) -> dict[str, str]:
+        """The commit the index holds for each file (path -> commit)."""
         ...
 
 
@@ -174,6 +207,9 @@ class RepoPlanDetail(PlanDetail):
     revision: str
     selection: Selection
     tree: dict[str, dict[str, Any]] | None = None
+    file_commits: dict[str, str] = field(default_factory=dict)
+    #: what file URLs name (the commit, or a branch or tag)
+    ref: str = ""
 
 
 class RepoProvider(Provider):
@@ -210,12 +246,15 @@ class RepoProvider(Provider):
         for f in selection.files:
             present = self._present(f)
             items.append(PlanItem(f.path, f.size, f.digest, local=present == f.size, present_bytes=present))
-        await self._adopt_existing(selection.files, items, listing.commit)
-        detail = RepoPlanDetail(self.repo_id, listing.commit, self.revision, selection, listing.tree)
+        detail = RepoPlanDetail(
+            self.repo_id, listing.commit, self.revision, selection, tree=listing.tree,
+            file_commits=dict(listing.file_commits), ref=listing.ref or listing.commit,
+        )
+        await self._adopt_existing(selection.files, items, detail)
         return Plan(
             self.name, self.repo_id, items,
             str(self.store.destination(listing.commit)), listing.commit,
-            notes=list(selection.notes), detail=detail,
+            notes=list(selection.notes), quantizations=list(selection.quantizations), detail=detail,
         )
 
     def _present(self, f: RepoFile) -> int:
@@ -223,16 +262,18 @@ class RepoProvider(Provider):
             return f.size
         return present_bytes(self._transfer(f, ""))
 
-    def _transfer(self, f: RepoFile, commit: str) -> FileTransfer:
+    def _transfer(self, f: RepoFile, ref: str) -> FileTransfer:
         slot = self.store.slot(f.path, f.etag)
         return FileTransfer(
-            url=self.client.file_url(self.repo_id, f.path, commit), dest=slot.final, size=f.size,
+            url=self.client.file_url(self.repo_id, f.path, ref), dest=slot.final, size=f.size,
             digest=f.digest, key=f.path, partial=slot.partial, lock=slot.lock,
             owner={"provider": self.name, "model": self.model},
             trust_existing=self.store.content_addressed or self.store.is_current(f.path, f.etag, f.size),
         )
 
-    async def _adopt_existing(self, files: list[RepoFile], items: list[PlanItem], commit: str) -> None:
+    async def _adopt_existing(
+        self, files: list[RepoFile], items: list[PlanItem], detail: RepoPlanDetail
+    ) -> None:
         """A file already in place without our record (another tool downloaded it, say)
         counts as local once its digest matches; otherwise it is fetched and replaced."""
         if not self.store.adopts_existing:
@@ -245,12 +286,12 @@ class RepoProvider(Provider):
                 continue
             cancel = threading.Event()
             try:
-                same = await asyncio.to_thread(_has_digest, final, f.digest, f.size, cancel)
+                same = await asyncio.to_thread(file_has_digest, final, f.digest, f.size, cancel)
             except asyncio.CancelledError:
                 cancel.set()
                 raise
             if same:
-                self.store.publish(commit, self.revision, [(f.path, f.etag)])
+                self._publish(detail, [f])
                 item.local, item.present_bytes = True, f.size
             else:  # other content under that name: none of it counts
                 item.local, item.present_bytes = False, 0
@@ -258,9 +299,12 @@ class RepoProvider(Provider):
     # -- what is on disk ------------------------------------------------------
     @property
     def offline(self) -> bool:
-        return super().offline or self.client.offline
+        # the site's own convention too (HF_HUB_OFFLINE for the Hub), when it has one
+        return super().offline or bool(getattr(self.client, "offline", False))
 
     async def local_copy(self) -> LocalCopy | None:
+        if not isinstance(self.store, SnapshotStore):
+            return None
         snapshot = await asyncio.to_thread(self.store.local_snapshot, self.revision)
         if snapshot is None:
             return None
@@ -296,9 +340,9 @@ class RepoProvider(Provider):
                 self.repo_id, self.revision, response, body
             ),
         )
-        await engine.fetch_all(self._transfer(f, detail.commit) for f in files)
-        folder = self.store.publish(detail.commit, detail.revision, [(f.path, f.etag) for f in files])
-        if detail.tree is not None:
+        await engine.fetch_all(self._transfer(f, detail.ref or detail.commit) for f in files)
+        folder = self._publish(detail, files)
+        if detail.tree is not None and isinstance(self.store, SnapshotStore):
             self.store.record_tree(detail.commit, detail.tree)
         main = detail.selection.main
         if main is None:
@@ -307,6 +351,14 @@ class RepoProvider(Provider):
         if chosen is None:
             raise ModelNotFound(f"{main} is not among the files fetched for {self.repo_id}")
         return str(self.store.file_path(detail.commit, chosen.path, chosen.etag))
+
+    def _publish(self, detail: RepoPlanDetail, files: list[RepoFile]) -> Path:
+        pairs = [(f.path, f.etag) for f in files]
+        store: object = self.store
+        if isinstance(store, FileCommitIndex):
+            commits = {f.path: detail.file_commits[f.path] for f in files if f.path in detail.file_commits}
+            return store.publish(detail.commit, detail.revision, pairs, file_commits=commits)
+        return self.store.publish(detail.commit, detail.revision, pairs)
 
     def space_needed(self, plan: Plan) -> list[tuple[Path, int]]:
         return [(self.store.root, plan.missing_bytes)]
@@ -327,7 +379,9 @@ def _digest_of(etag: str) -> str:
     return f"sha256:{etag}" if len(etag) == 64 else f"gitsha1:{etag}"
 
 
-def _has_digest(path: Path, digest: str, size: int, cancel: threading.Event) -> bool:
+def file_has_digest(path: Path, digest: str, size: int, cancel: threading.Event) -> bool:
+    """Do the first ``size`` bytes of ``path`` have ``digest``? (Blocking: run it in a thread;
+    ``cancel`` stops it.)"""
     hasher = new_hasher(digest, size)
     fd = os.open(path, os.O_RDONLY)
     try:

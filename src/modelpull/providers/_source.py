@@ -91,8 +91,10 @@ class LocalModel:
     partial_bytes: int = 0
     mlx: bool = False
     complete: bool = True
-    #: what the files are, when the place can tell: ``gguf``, ``mlx``, ...
+    #: what the files are, when the place can tell: ``gguf``, ``mlx``, ``transformers``, ...
     format: str | None = None
+    #: a GGUF model's quantization (``Q4_K_M``; several joined by ", "), when known
+    quantization: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

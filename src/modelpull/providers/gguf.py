@@ -37,11 +37,19 @@ from typing import Any
 from .._format import format_bytes
 from .._secrets import Secret
 from ..errors import IncompatibleModel, InvalidModel, ModelNotFound, UnsafeSource
+from ..plan import QuantizationChoice
 from ..refs import parse_hf_repo_id
 from ..stores.lmstudio import lmstudio_store
 from ..stores.paths import safe_relative
 from ._hf_client import HubClient
-from ._places import HF_CACHE, HF_CACHE_DIR, HF_ENDPOINT, hub_repo_of, scan_partials
+from ._places import (
+    HF_CACHE,
+    HF_CACHE_DIR,
+    HF_ENDPOINT,
+    gguf_quantization,
+    hub_repo_of,
+    scan_partials,
+)
 from ._repo import RepoFile, RepoProvider, Selection
 from ._source import LocalModel, Location, Option, PartialDownload, Place, Settings, Source
 from .base import COMMON_OPTIONS, TRANSFER_OPTIONS, bool_option, str_option
@@ -357,12 +365,35 @@ class GgufSelector:
             )
         )
         label = selection.model.name if selection.model else PurePosixPath(selection.main).name
+        choices = self._choices(repo_id, selection)
         remark = ""
         if selection.projector is not None:
             remark += f", with projector {PurePosixPath(selection.projector.path).name}"
         if self.ref.tag is None and self.ref.path is None:
             remark += f"; {selection.reason}"
-        return Selection(list(selection.files), selection.main, notes, label, remark)
+        return Selection(list(selection.files), selection.main, notes, label, remark, choices)
+
+    def _choices(self, repo_id: str, selection: GgufSelection) -> list[QuantizationChoice]:
+        """Every quantization of the repo, for a picker: sizes, files, default, chosen, projector."""
+        quants = selection.available
+        defaults, _ = _default(quants) if quants else ([], "")
+        default = defaults[0] if len(defaults) == 1 else None
+        labels = [q.label for q in quants]
+        choices = []
+        for quant in quants:
+            unique = quant.label is not None and labels.count(quant.label) == 1
+            projector = choose_projector(selection.projectors, quant) if self.mmproj else None
+            choices.append(QuantizationChoice(
+                name=quant.name,
+                reference=f"{repo_id}:{quant.label}" if unique else f"{repo_id}/{quant.files[0].path}",
+                size=quant.size,
+                files=quant.paths,
+                projector=projector.path if projector else None,
+                projector_size=projector.size if projector else 0,
+                default=quant is default,
+                chosen=quant is selection.model,
+            ))
+        return choices
 
     def _whole_mlx_repo(self, repo_id: str, revision: str, files: list[RepoFile]) -> Selection:
         if self.accepts_mlx and any(f.path.endswith(".safetensors") for f in files):
@@ -449,6 +480,7 @@ def _lmstudio_list(settings: Settings) -> list[LocalModel]:
             files=len(entry.get("files") or []),
             mlx=entry.get("format") == "mlx",
             format=entry.get("format"),
+            quantization=gguf_quantization([str(f) for f in entry.get("files") or [] if str(f).endswith(".gguf")]),
         )
         for entry in lmstudio.list_local(models_dir=_lmstudio_folder(settings))
     ]

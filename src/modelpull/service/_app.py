@@ -29,6 +29,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        state.manager()  # the journal's jobs: finished ones listed, running ones resumed
         yield
         await state.close()
 

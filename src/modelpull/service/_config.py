@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from pathlib import Path
 from typing import Any
 
 from ..api import SOURCES, source_defaults
+from ._journal import DATA_DIR_ENV, Journal, JournalError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -40,6 +42,11 @@ class ServiceConfig:
     ``lmstudio_dir``, ...: every :class:`~modelpull.providers.Location` a source
     declares): the defaults a request gets when it names no source or folder of
     its own. Clients may not choose folders unless ``allow_client_paths`` is set.
+
+    ``data_dir``: where the service keeps its journal of jobs (``<data_dir>/jobs``),
+    so that jobs outlive it; None keeps jobs in memory only. ``modelpull serve``
+    always sets one (``--data-dir``, else ``MODELPULL_DATA_DIR``, else the
+    user's data folder); :meth:`from_env` reads ``MODELPULL_DATA_DIR``.
     """
 
     def __init__(
@@ -53,6 +60,7 @@ class ServiceConfig:
         keep_finished: float = 3600.0,
         max_running: int = 32,
         max_body: int = MAX_BODY,
+        data_dir: str | os.PathLike[str] | None = None,
         **settings: str | None,
     ) -> None:
         known = {location.name for location in SOURCES.locations()}
@@ -68,6 +76,7 @@ class ServiceConfig:
         self.keep_finished = keep_finished
         self.max_running = max_running
         self.max_body = max_body
+        self.data_dir = Path(data_dir).expanduser() if data_dir else None
         self.settings: dict[str, str] = {k: str(v) for k, v in settings.items() if v}
 
     def __getattr__(self, name: str) -> str | None:
@@ -82,10 +91,12 @@ class ServiceConfig:
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ServiceConfig:
-        """Settings from ``MODELPULL_API_KEY`` and the arguments."""
+        """Settings from ``MODELPULL_API_KEY``, ``MODELPULL_DATA_DIR`` and the arguments."""
         config = cls(**overrides)
         if config.api_key is None:
             config.api_key = os.environ.get(API_KEY_ENV) or None
+        if config.data_dir is None and os.environ.get(DATA_DIR_ENV):
+            config.data_dir = Path(os.environ[DATA_DIR_ENV]).expanduser()
         return config
 
     def check(self) -> None:
@@ -100,6 +111,11 @@ class ServiceConfig:
             )
         if "*" in self.cors_origins and not self.api_key:
             raise ConfigError("--cors-origin '*' needs an API key")
+        if self.data_dir is not None:
+            try:
+                Journal(self.data_dir).check()
+            except JournalError as exc:
+                raise ConfigError(str(exc)) from None
 
     def trusted_hosts(self) -> list[str]:
         """Host headers to accept (against DNS rebinding when no key protects the API)."""

@@ -21,11 +21,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from .._secrets import as_secret
-from ..api import SOURCES, check_download
+from ..api import SOURCES, check_download, plan_download
 from ..errors import ModelpullError
 from ..inventory import delete_model, discard_partials, list_partials, scan_inventory
 from ._config import PATH_OPTIONS, ServiceConfig
-from ._jobs import Job, JobManager, JobRequest, TooManyJobs
+from ._jobs import Job, JobConflict, JobManager, JobRequest, TooManyJobs
+from ._journal import Journal
 from ._streams import NDJSON, SSE, feed_events, job_events
 
 log = logging.getLogger("modelpull.service")
@@ -69,8 +70,12 @@ class ServiceState:
     def manager(self) -> JobManager:
         loop = asyncio.get_running_loop()
         if self._manager is None or self._manager.loop is not loop:
+            if self._manager is not None:
+                self._manager.release_journal()  # its loop is gone; the new manager takes the jobs over
+            data_dir = self.config.data_dir
             self._manager = JobManager(
-                keep_finished=self.config.keep_finished, max_running=self.config.max_running
+                keep_finished=self.config.keep_finished, max_running=self.config.max_running,
+                journal=Journal(data_dir) if data_dir is not None else None,
             )
         return self._manager
 
@@ -119,7 +124,8 @@ def _api(config: ServiceConfig) -> Callable[[Endpoint], Endpoint]:
     return decorate
 
 
-async def _read_json(request: Request, limit: int) -> Any:
+async def _read_json(request: Request, limit: int, empty: Any = None) -> Any:
+    """The JSON body; an empty body is ``empty`` when that is not None (else invalid)."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "application/json":
         raise ApiError(415, "unsupported_media_type", "send a JSON body with 'Content-Type: application/json'")
@@ -131,6 +137,8 @@ async def _read_json(request: Request, limit: int) -> Any:
         body += chunk
         if len(body) > limit:
             raise ApiError(413, "body_too_large", f"the request body is larger than {limit} bytes")
+    if empty is not None and not body.strip():
+        return empty
     try:
         return json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
@@ -183,6 +191,19 @@ def parse_job_request(data: Any, config: ServiceConfig) -> JobRequest:
     model = model.strip()
     check_download(name, model, token, base_url, **merged)  # raises ModelpullError (offline)
     return JobRequest(name, model, base_url or None, merged, as_secret(token))
+
+
+def parse_resume_body(data: Any) -> str | None:
+    """The token of a resume request (``{}`` or ``{"token": "..."}``), None when absent."""
+    if not isinstance(data, dict):
+        raise _invalid("the body must be a JSON object: {} or {\"token\": \"...\"}")
+    unknown = sorted(set(data) - {"token"})
+    if unknown:
+        raise _invalid(f"unknown field(s) {', '.join(k[:40] for k in unknown)}; accepted: token")
+    token = data.get("token")
+    if token is not None and (not isinstance(token, str) or len(token) > 4096):
+        raise _invalid("'token' must be a string")
+    return token
 
 
 def _plain_value(value: Any) -> bool:
@@ -266,6 +287,7 @@ def create_router(
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
+        state.manager()  # jobs from the journal are listed (and resumed) before the first request
         yield
         await state.close()
 
@@ -300,6 +322,19 @@ def create_router(
             items.append(item)
         return JSONResponse({"providers": items, "auth": bool(config.api_key)})
 
+    @router.post("/plan")
+    @api
+    async def plan(request: Request) -> Response:
+        """What a download with this body would fetch (``Plan.to_dict()``); nothing is downloaded."""
+        job_request = parse_job_request(await _read_json(request, config.max_body), config)
+        token = job_request.token.reveal() if job_request.token else None
+        result = await plan_download(
+            job_request.provider, job_request.model, token=token, base_url=job_request.base_url,
+            **job_request.options,
+        )
+        del token
+        return JSONResponse(result.to_dict())
+
     @router.post("/downloads")
     @api
     async def create_download(request: Request) -> Response:
@@ -328,7 +363,7 @@ def create_router(
         """SSE (default) or NDJSON (``?format=ndjson``) of a job's events, with replay."""
         job = find_job(job_id)
         fmt, after = _stream_format(request), _after(request)
-        if fmt == SSE and job.finished and after >= job.last_seq:
+        if fmt == SSE and not job.running and after >= job.last_seq:
             return Response(status_code=204)  # tells EventSource to stop reconnecting
         return StreamingResponse(
             job_events(job, state.manager(), after, fmt), media_type=fmt, headers=_STREAM_HEADERS
@@ -337,13 +372,41 @@ def create_router(
     @router.delete("/downloads/{job_id}")
     @api
     async def delete_download(request: Request, job_id: str) -> Response:
-        """Cancel a running job (partial data is kept), or forget a finished one."""
+        """Cancel a running job (partial data is kept), or forget a paused or finished one."""
         job = find_job(job_id)
-        if not job.finished:
+        if job.running:
             await job.cancel()
             return JSONResponse(job.view())
         state.manager().forget(job)
         return JSONResponse({"id": job.id, "removed": True})
+
+    @router.post("/downloads/{job_id}/pause")
+    @api
+    async def pause_download(request: Request, job_id: str) -> Response:
+        """Stop a running job's transfer like a cancel (partial data kept); state ``paused``."""
+        # A JSON content type even without a body: a cross-site form cannot send one.
+        if await _read_json(request, config.max_body, empty={}) != {}:
+            raise _invalid("pause takes no fields: send {} or no body")
+        job = find_job(job_id)
+        try:
+            await state.manager().pause(job)
+        except JobConflict as exc:
+            raise ApiError(409, exc.code, exc.message) from None
+        return JSONResponse(job.view())
+
+    @router.post("/downloads/{job_id}/resume")
+    @api
+    async def resume_download(request: Request, job_id: str) -> Response:
+        """Run a paused, cancelled or failed job again under its id (``{"token"}`` when it needs one)."""
+        token = parse_resume_body(await _read_json(request, config.max_body, empty={}))
+        job = find_job(job_id)
+        try:
+            state.manager().resume(job, token)
+        except JobConflict as exc:
+            raise ApiError(409, exc.code, exc.message) from None
+        except TooManyJobs as exc:
+            raise ApiError(429, "too_many_jobs", str(exc)) from None
+        return JSONResponse(job.view())
 
     @router.get("/events")
     @api

@@ -20,7 +20,11 @@ async def job_events(
 ) -> AsyncIterator[bytes]:
     """Every kept event of ``job`` after sequence number ``after``, then live ones.
 
-    Ends after the job's last event (or when the service stops).
+    Ends once the job is not running and its last event is sent (or when the
+    service stops): a run ends with one terminal event, and a paused job's
+    stream ends at its ``paused`` event. Events of earlier runs are replayed
+    in order (one numbering per job), each run from ``STARTING`` to its own
+    terminal event.
     """
     sse = fmt == SSE
     job.watchers += 1
@@ -33,9 +37,9 @@ async def job_events(
             if events:
                 seq = events[-1].seq
                 yield b"".join(e.sse if sse else e.ndjson for e in events)
-            elif not job.finished:
+            elif job.running:
                 yield b": keep-alive\n\n" if sse else b"\n"
-            if job.finished and seq >= job.last_seq:
+            if not job.running and seq >= job.last_seq:
                 return
     finally:
         job.watchers -= 1

@@ -26,6 +26,22 @@ processes never lose each other's entries; Docker Model Runner itself takes no
 lock, so a ``docker model pull`` racing with us at the very same instant could
 still drop one entry.
 
+The runtime view of a model, ``bundles/sha256/<manifest hex>/``, is laid out
+as Docker Model Runner lays it out (``internal/bundle``): the model's files in
+``model/``, hard links to the blobs (a copy where the file system has no hard
+links), tar layers unpacked there, and ``config.json`` (the runtime config:
+the config's ``config`` object for Docker models, the whole ModelPack config
+for ModelPack ones) beside ``model/``. :meth:`DockerModelStore.build_bundle`
+builds it in a staging folder and renames it into place, so a bundle that
+exists is whole; Docker Model Runner uses a bundle it finds with weights and
+a ``config.json``, and rebuilds one it cannot read. Files are placed as
+:mod:`modelpull._oci.artifacts` says (the names Docker Model Runner gives
+unannotated v0.1 layers, else the ``org.cncf.model.filepath`` paths).
+
+:class:`ModelFolder` is the same layout in any folder (``local_dir``): raw
+layers at their paths, tar layers unpacked, modelpull's own notes and partial
+downloads in ``<folder>/.modelpull/``.
+
 Downloads in progress live in ``<models>/.modelpull/``, not in ``blobs/``:
 Docker Model Runner treats ``blobs/sha256/<hex>.incomplete`` as its own
 contiguous partial download (it appends to it and deletes it after seven
@@ -35,26 +51,39 @@ does not know in the store root.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from filelock import FileLock
 
+from .._oci import DOCKER_HUB, DOCKER_HUB_NAMESPACE, Descriptor, digest_hex, parse_reference
+from .._oci import parse_manifest as _parse_manifest
+from .._oci.artifacts import (
+    ArtifactFormat,
+    ArtifactLayer,
+    FilePlacement,
+    ModelArtifact,
+    UnpackPlacement,
+)
+from .._unpack import TarLayer, unpack_layers
 from ..errors import InvalidModel, ModelNotFound, UnsafeSource
-from .ollama_store import ManifestLayer, blob_hex, parse_manifest
+from .paths import join_inside
 
 __all__ = [
     "DockerModelStore",
     "IndexEntry",
+    "ModelFolder",
     "StoredModel",
     "default_models_dir",
     "delete_local",
@@ -63,17 +92,10 @@ __all__ = [
 ]
 
 LAYOUT_VERSION = "1.0.0"
-DEFAULT_REGISTRY = "docker.io"
-DEFAULT_ORG = "ai"
+DEFAULT_REGISTRY = DOCKER_HUB
+DEFAULT_ORG = DOCKER_HUB_NAMESPACE
 _WORK_DIR = ".modelpull"
 _LOCK_TIMEOUT = 60.0
-
-# Docker's reference grammar (distribution/reference), the parts Docker Model Runner relies on.
-_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = re.compile(rf"{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*(?::[0-9]+)?")
-_PATH_PART = re.compile(r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*")
-_TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _SHORT_ID = re.compile(r"(?:sha256:)?[0-9a-f]{12}(?:[0-9a-f]{52})?")
 
 
@@ -95,42 +117,8 @@ def dmr_tag(reference: str, default_registry: str | None = None) -> str | None:
     store such a model untagged (it is still found by its digest). Raises
     :class:`InvalidModel` for a reference Docker would refuse.
     """
-    text = reference.strip()
-    if not text or len(text) > 512:
-        raise InvalidModel(f"{reference[:80]!r} is not a model reference")
-    if text.startswith("hf.co/"):
-        text = "huggingface.co/" + text[len("hf.co/"):]
-    name, _, digest = text.partition("@")
-    if digest and not _DIGEST.fullmatch(digest):
-        raise InvalidModel(f"{reference[:80]!r} has an invalid digest (expected sha256:<64 hex>)")
-    tag = None
-    slash, colon = name.rfind("/"), name.rfind(":")
-    if colon > slash:
-        name, tag = name[:colon], name[colon + 1:]
-    name = name.lower()  # the name only: a tag keeps its case
-    if tag is None and digest:
-        return None
-    tag = tag or "latest"
-    if not _TAG.fullmatch(tag):
-        raise InvalidModel(f"{reference[:80]!r} has an invalid tag {tag[:40]!r}")
-
-    first, _, rest = name.partition("/")
-    explicit_registry = bool(rest) and ("." in first or ":" in first or first == "localhost")
-    if explicit_registry:
-        domain, path = first, rest
-    else:
-        domain = default_registry or os.environ.get("DEFAULT_REGISTRY") or DEFAULT_REGISTRY
-        path = name
-    if domain == "index.docker.io":
-        domain = DEFAULT_REGISTRY
-    if "/" not in path and (not explicit_registry or domain == DEFAULT_REGISTRY):
-        # Docker names it library/<name>; Docker Model Runner's default organisation replaces it.
-        path = f"{DEFAULT_ORG}/{path}"
-    if not _DOMAIN.fullmatch(domain) or not all(_PATH_PART.fullmatch(p) for p in path.split("/")):
-        raise InvalidModel(f"{reference[:80]!r} is not a valid model reference")
-    if len(domain) + 1 + len(path) > 255:
-        raise InvalidModel(f"{reference[:80]!r} is longer than a registry allows")
-    return f"{domain}/{path}:{tag}"
+    ref = parse_reference(reference, default_registry)
+    return ref.stored_tag
 
 
 def short_name(tag: str) -> str:
@@ -159,7 +147,7 @@ class StoredModel:
     manifest: bytes
     config: bytes
     #: the config first, then the layers in manifest order
-    blobs: tuple[ManifestLayer, ...]
+    blobs: tuple[Descriptor, ...]
     manifest_path: Path
 
 
@@ -177,13 +165,13 @@ class DockerModelStore:
 
     # -- blobs -------------------------------------------------------------
     def blob_path(self, digest: str) -> Path:
-        return self.blobs / "sha256" / blob_hex(digest)
+        return self.blobs / "sha256" / digest_hex(digest)
 
     def partial_path(self, digest: str) -> Path:
-        return self.work / f"sha256-{blob_hex(digest)}.partial"
+        return self.work / f"sha256-{digest_hex(digest)}.partial"
 
     def lock_path(self, digest: str) -> Path:
-        return self.work / f"sha256-{blob_hex(digest)}.lock"
+        return self.work / f"sha256-{digest_hex(digest)}.lock"
 
     def has_blob(self, digest: str, size: int) -> bool:
         """True when the blob is in the store with the expected size (verified when written)."""
@@ -194,15 +182,52 @@ class DockerModelStore:
 
     def write_blob(self, digest: str, data: bytes) -> Path:
         """Store a small blob (the config) from memory, atomically, after checking its sha256."""
-        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
-            raise UnsafeSource(f"the blob given as {digest} does not match its digest; refusing it")
-        path = self.blob_path(digest)
-        _write_atomically(path, data)
-        return path
+        return _write_verified(self.blob_path(digest), digest, data)
+
+    # -- the runtime bundle ------------------------------------------------
+    def bundle_path(self, model_id: str) -> Path:
+        """``bundles/sha256/<hex>``: the runtime view of model ``sha256:<hex>``."""
+        return self.bundles / "sha256" / digest_hex(model_id)
+
+    def model_folder(self, model_id: str) -> Path:
+        """``bundles/sha256/<hex>/model``: the folder holding the model's files."""
+        return self.bundle_path(model_id) / "model"
+
+    def build_bundle(self, model_id: str, artifact: ModelArtifact, config: bytes) -> Path:
+        """Lay out the runtime view of a model whose blobs are all in the store; return its model folder.
+
+        A bundle already there (built by us or by Docker Model Runner) is kept.
+        Raw layers are hard-linked from ``blobs/``, tar layers unpacked after
+        the checks of :mod:`modelpull._unpack` (:class:`UnsafeSource` leaves no
+        bundle behind). Raises :class:`RuntimeError` when a blob is missing.
+        """
+        final = self.bundle_path(model_id)
+        folder = final / "model"
+        with FileLock(str(self.work / f"bundle-{digest_hex(model_id)}.lock"), timeout=_LOCK_TIMEOUT):
+            if folder.is_dir():
+                return folder
+            missing = [layer.digest for layer in artifact.layers if not self.has_blob(layer.digest, layer.size)]
+            if missing:
+                raise RuntimeError(f"blobs missing from the store, refusing to build the bundle: {missing}")
+            final.parent.mkdir(parents=True, exist_ok=True)
+            staging = final.parent / f".{final.name}.{secrets.token_hex(6)}"
+            try:
+                inside = staging / "model"
+                inside.mkdir(parents=True)
+                _lay_out(inside, artifact.layers, self.blob_path, staging_in=staging)
+                runtime = runtime_config(artifact, config)
+                if runtime is not None:
+                    (staging / "config.json").write_bytes(runtime)
+                if final.exists():  # an old or broken bundle: Docker Model Runner replaces it too
+                    shutil.rmtree(final)
+                os.rename(staging, final)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        return folder
 
     # -- manifests and the index ------------------------------------------
     def manifest_path(self, model_id: str) -> Path:
-        return self.manifests / "sha256" / blob_hex(model_id)
+        return self.manifests / "sha256" / digest_hex(model_id)
 
     def ensure_layout(self) -> None:
         """``layout.json``, then an empty ``models.json``, when missing (Docker Model Runner's order)."""
@@ -259,7 +284,7 @@ class DockerModelStore:
         :class:`RuntimeError` when a blob is missing (blobs come first: a bug in
         the caller, refused as Docker Model Runner refuses it).
         """
-        blobs = parse_manifest(manifest)
+        blobs = _blobs_of(manifest)
         missing = [b.digest for b in blobs if not self.has_blob(b.digest, b.size)]
         if missing:
             raise RuntimeError(f"blobs missing from the store, refusing to write the manifest: {missing}")
@@ -322,7 +347,7 @@ class DockerModelStore:
             raise ModelNotFound(f"{reference} is listed in {self.index_path} but its manifest is missing") from None
         if "sha256:" + hashlib.sha256(manifest).hexdigest() != entry.id:
             raise UnsafeSource(f"the stored manifest of {reference} does not match its id {entry.id}")
-        blobs = parse_manifest(manifest)
+        blobs = _blobs_of(manifest)
         try:
             config = self.blob_path(blobs[0].digest).read_bytes()
         except FileNotFoundError:
@@ -337,8 +362,11 @@ def list_local(models_dir: str | os.PathLike[str] | None = None) -> list[dict[st
     ``ai/smollm2:latest``, or the 12-hex id of an untagged model), ``tags`` (as
     stored), ``id`` and ``digest`` (``sha256:<manifest digest>``), ``size``
     (bytes of the config and every layer), ``path`` (the manifest file),
-    ``modified`` (its POSIX mtime), ``layers`` (count) and ``complete`` (every
-    blob present with its size). Entries whose manifest is unreadable are skipped.
+    ``modified`` (its POSIX mtime), ``layers`` (count), ``complete`` (every
+    blob present with its size), ``bundle`` (the folder holding the model's
+    files, None until a runtime bundle is built) and ``format`` (``gguf``,
+    ``safetensors``… as the config says, else None). Entries whose manifest is
+    unreadable are skipped.
     """
     store = DockerModelStore(models_dir)
     models: list[dict[str, Any]] = []
@@ -346,10 +374,11 @@ def list_local(models_dir: str | os.PathLike[str] | None = None) -> list[dict[st
         try:
             path = store.manifest_path(entry.id)
             body = path.read_bytes()
-            blobs = parse_manifest(body)
+            blobs = _blobs_of(body)
             modified = path.stat().st_mtime
         except (OSError, UnsafeSource):
             continue
+        folder = store.model_folder(entry.id)
         models.append(
             {
                 "name": short_name(entry.tags[0]) if entry.tags else entry.id.removeprefix("sha256:")[:12],
@@ -361,6 +390,8 @@ def list_local(models_dir: str | os.PathLike[str] | None = None) -> list[dict[st
                 "modified": modified,
                 "layers": len(blobs) - 1,
                 "complete": all(store.has_blob(b.digest, b.size) for b in blobs),
+                "bundle": str(folder) if folder.is_dir() else None,
+                "format": _format_of(store.blob_path(blobs[0].digest)),
             }
         )
     return models
@@ -397,7 +428,7 @@ def delete_local(name: str, models_dir: str | os.PathLike[str] | None = None) ->
             path.unlink()
         except FileNotFoundError:
             pass
-        shutil.rmtree(store.bundles / "sha256" / blob_hex(entry.id), ignore_errors=True)
+        shutil.rmtree(store.bundles / "sha256" / digest_hex(entry.id), ignore_errors=True)
         removed: list[str] = []
         freed = 0
         for digest in dict.fromkeys(entry.files):
@@ -416,6 +447,218 @@ def delete_local(name: str, models_dir: str | os.PathLike[str] | None = None) ->
             "path": str(path), "removed_blobs": removed, "freed_bytes": freed}
 
 
+# -- model folders ---------------------------------------------------------------
+
+
+class ModelFolder:
+    """A model's files laid out by their paths in a folder of the caller's (``local_dir``).
+
+        <folder>/<path>                          every raw layer, at its path
+        <folder>/<paths inside a tar layer>      every tar layer, unpacked
+        <folder>/.modelpull/layers.json          which layer each file came from
+        <folder>/.modelpull/blobs/sha256-<hex>   the config, and tar layers until unpacked
+        <folder>/.modelpull/sha256-<hex>.partial downloads in progress (and their locks)
+
+    A file counts as present only when ``layers.json`` says it came from the
+    same digest and it still has its size; anything else at its path is
+    replaced. Nothing is written outside the folder.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser()
+        self.work = self.root / _WORK_DIR
+        self.record_path = self.work / "layers.json"
+
+    def blob_path(self, digest: str) -> Path:
+        return self.work / "blobs" / f"sha256-{digest_hex(digest)}"
+
+    def partial_path(self, digest: str) -> Path:
+        return self.work / f"sha256-{digest_hex(digest)}.partial"
+
+    def lock_path(self, digest: str) -> Path:
+        return self.work / f"sha256-{digest_hex(digest)}.lock"
+
+    def file_path(self, path: PurePosixPath) -> Path:
+        """Where a raw layer's file goes (never outside the folder, not through a symbolic link)."""
+        return join_inside(self.root, path.as_posix())
+
+    def has_blob(self, digest: str, size: int) -> bool:
+        return _has_size(self.blob_path(digest), size)
+
+    def write_blob(self, digest: str, data: bytes) -> Path:
+        """Keep a small blob (the config) from memory, atomically, after checking its sha256."""
+        return _write_verified(self.blob_path(digest), digest, data)
+
+    def has_layer(self, layer: ArtifactLayer) -> bool:
+        """Is this layer's content in the folder already (placed or unpacked from this very digest)?"""
+        record = self._read_record()
+        if isinstance(layer.placement, FilePlacement):
+            path = layer.placement.path.as_posix()
+            return record["files"].get(path) == layer.digest and _has_size(self.root / path, layer.size)
+        unpacked = record["unpacked"].get(layer.digest)
+        if not isinstance(unpacked, list):
+            return False
+        return all(
+            isinstance(item, list) and len(item) == 2 and _has_size(self.root / str(item[0]), item[1])
+            for item in unpacked
+        )
+
+    def lay_out(self, artifact: ModelArtifact, fetched: set[str]) -> Path:
+        """Place what is not placed yet: copies of raw files named twice, tar layers unpacked.
+
+        ``fetched`` holds the digests whose raw files the engine has just put
+        at their first path. Tar layers wait in ``.modelpull/blobs/`` and are
+        removed once unpacked. Returns the folder.
+        """
+        first: dict[str, PurePosixPath] = {}
+        for layer in artifact.layers:
+            if isinstance(layer.placement, FilePlacement):
+                first.setdefault(layer.digest, layer.placement.path)
+        files: dict[str, str] = {}
+        for layer in artifact.layers:
+            if not isinstance(layer.placement, FilePlacement):
+                continue
+            path = layer.placement.path
+            files[path.as_posix()] = layer.digest
+            origin = first[layer.digest]
+            if path != origin and (layer.digest in fetched or not self.has_layer(layer)):
+                target = self.file_path(path)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(self.file_path(origin), target)
+        self._update_record(files=files)
+        tars = [layer for layer in artifact.layers
+                if isinstance(layer.placement, UnpackPlacement) and self.has_blob(layer.digest, layer.size)]
+        reserved = [PurePosixPath(p) for p in files]
+        written = unpack_layers(
+            self.root,
+            [_tar_layer(layer, self.blob_path) for layer in tars],
+            reserved=reserved,
+            staging_in=self.work,
+        )
+        for layer, paths in zip(tars, written):
+            sizes = [[p.as_posix(), (self.root / p.as_posix()).stat().st_size] for p in paths]
+            self._update_record(unpacked={layer.digest: sizes})
+            self.blob_path(layer.digest).unlink(missing_ok=True)
+        return self.root
+
+    def _read_record(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(self.record_path.read_bytes())
+        except (OSError, ValueError):
+            data = {}
+        if not isinstance(data, dict):
+            data = {}
+        files = data.get("files")
+        unpacked = data.get("unpacked")
+        return {"files": files if isinstance(files, dict) else {},
+                "unpacked": unpacked if isinstance(unpacked, dict) else {}}
+
+    def _update_record(
+        self, files: Mapping[str, str] | None = None, unpacked: Mapping[str, list[list[Any]]] | None = None
+    ) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.work / "layers.json.lock"), timeout=_LOCK_TIMEOUT):
+            record = self._read_record()
+            record["files"].update(files or {})
+            record["unpacked"].update(unpacked or {})
+            _write_atomically(self.record_path, json.dumps(record, indent=1, sort_keys=True).encode())
+
+
+def _lay_out(
+    folder: Path, layers: Sequence[ArtifactLayer], blob_path: Callable[[str], Path], *, staging_in: Path
+) -> None:
+    """Raw layers at their paths (hard links to their blobs), then tar layers unpacked."""
+    placed: list[PurePosixPath] = []
+    for layer in layers:
+        if not isinstance(layer.placement, FilePlacement):
+            continue
+        path = layer.placement.path
+        if path in placed:
+            continue  # the same blob named twice at one path
+        target = folder.joinpath(*path.parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _link_or_copy(blob_path(layer.digest), target)
+        placed.append(path)
+    tars = [_tar_layer(layer, blob_path) for layer in layers if isinstance(layer.placement, UnpackPlacement)]
+    unpack_layers(folder, tars, reserved=placed, staging_in=staging_in)
+
+
+def _tar_layer(layer: ArtifactLayer, blob_path: Callable[[str], Path]) -> TarLayer:
+    assert isinstance(layer.placement, UnpackPlacement)
+    return TarLayer(blob_path(layer.digest), layer.placement.folder, layer.placement.compression)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.ENOTSUP):
+            raise
+        shutil.copyfile(source, target)
+
+
+def _has_size(path: Path, size: object) -> bool:
+    try:
+        return path.stat().st_size == size
+    except OSError:
+        return False
+
+
+# -- the runtime config --------------------------------------------------------------
+
+# Docker Model Runner's types.Config, in its field order (each omitted when empty).
+_RUNTIME_FIELDS = ("format", "quantization", "parameters", "architecture", "size", "gguf", "safetensors",
+                   "diffusers", "context_size")
+
+
+def runtime_config(artifact: ModelArtifact, config: bytes) -> bytes | None:
+    """The bundle's ``config.json`` as Docker Model Runner writes it (``json.Encoder``: compact, a newline).
+
+    Docker models: the config's ``config`` object; ModelPack (and KitOps'
+    ModelPack form): the whole ModelPack config; a KitOps ModelKit in its own
+    types (which Docker Model Runner does not pull itself): a Docker config
+    naming the Kitfile's model format. None when the config is not a JSON object.
+    """
+    try:
+        data = json.loads(config)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    runtime: dict[str, Any]
+    if artifact.format in (ArtifactFormat.MODELPACK, ArtifactFormat.KITOPS_MODELPACK):
+        runtime = {key: data[key] for key in ("descriptor", "modelfs", "config") if key in data}
+    elif artifact.format is ArtifactFormat.KITOPS:
+        runtime = {"format": artifact.model_format} if artifact.model_format else {}
+    else:
+        inner = data.get("config")
+        inner = inner if isinstance(inner, dict) else {}
+        runtime = {key: inner[key] for key in _RUNTIME_FIELDS if inner.get(key) not in (None, "", {}, [])}
+        for key in ("gguf", "safetensors", "diffusers"):
+            if isinstance(runtime.get(key), dict):
+                runtime[key] = dict(sorted(runtime[key].items()))
+    return _go_compact_json(runtime) + b"\n"
+
+
+def _format_of(config_blob: Path) -> str | None:
+    """The weights' format a stored config names (Docker/ModelPack ``config.format``, Kitfile ``model.format``)."""
+    try:
+        data = json.loads(config_blob.read_bytes())
+    except (OSError, ValueError):
+        return None
+    for outer in ("config", "model"):
+        inner = data.get(outer) if isinstance(data, dict) else None
+        value = inner.get("format") if isinstance(inner, dict) else None
+        if isinstance(value, str) and value:
+            return value.lower()
+    return None
+
+
+def _blobs_of(manifest: bytes) -> list[Descriptor]:
+    """The config, then every layer, each checked."""
+    return _parse_manifest(manifest).blobs
+
+
 def _tag_or_none(reference: str) -> str | None:
     try:
         return dmr_tag(reference)
@@ -425,11 +668,26 @@ def _tag_or_none(reference: str) -> str | None:
 
 def _go_json(data: Any) -> bytes:
     """JSON as Go's ``json.MarshalIndent(v, "", "  ")`` writes it (no newline at the end)."""
-    text = json.dumps(data, indent=2, ensure_ascii=False)
+    return _go_escaped(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _go_compact_json(data: Any) -> bytes:
+    """JSON as Go's ``json.Marshal`` writes it."""
+    return _go_escaped(json.dumps(data, separators=(",", ":"), ensure_ascii=False))
+
+
+def _go_escaped(text: str) -> bytes:
     for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
                           ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
         text = text.replace(char, escaped)
     return text.encode()
+
+
+def _write_verified(path: Path, digest: str, data: bytes) -> Path:
+    if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+        raise UnsafeSource(f"the blob given as {digest} does not match its digest; refusing it")
+    _write_atomically(path, data)
+    return path
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .._durable import fsync_dirs, write_atomic
@@ -253,8 +253,55 @@ def repo_folder_name(repo_id: str) -> str:
 
 
 # -- what is in the cache ------------------------------------------------------------
-def _looks_mlx(names: set[str]) -> bool:
-    return "config.json" in names and any(n.endswith(".safetensors") for n in names)
+#: weights files transformers loads
+_WEIGHTS = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
+#: read at most this much of a config.json to tell its kind
+_CONFIG_LIMIT = 1 << 20
+
+
+def _mlx_name(repo_id: str) -> bool:
+    """``mlx-community/...``, or ``mlx`` as a word of the repo's name (``Qwen3-8B-MLX-4bit``)."""
+    org, _, name = repo_id.partition("/")
+    words = {w for w in re.split(r"[^a-z0-9]+", name.lower()) if w}
+    return org.lower() == "mlx-community" or "mlx" in words
+
+
+def _config_quantized_for_mlx(config: Path) -> bool:
+    """mlx-lm writes ``"quantization": {"group_size", "bits"}`` at the top of config.json;
+    transformers calls it ``quantization_config``."""
+    try:
+        with open(config, "rb") as handle:
+            data = json.loads(handle.read(_CONFIG_LIMIT))
+    except (OSError, ValueError):
+        return False
+    quantization = data.get("quantization") if isinstance(data, dict) else None
+    return isinstance(quantization, dict) and "bits" in quantization
+
+
+def model_kind(repo_id: str, files: dict[str, Path]) -> str | None:
+    """What a snapshot holds, by its files (name -> path): ``gguf``, ``mlx``, ``diffusers``,
+    ``transformers``, or None.
+
+    MLX is only what looks like an MLX conversion: a config quantized the way mlx-lm
+    writes it, MLX's own weight names (``weights.*.safetensors``), or safetensors in an
+    ``mlx-community`` repo or one named ``...-MLX...``. Any other repo with a config.json
+    and weights is transformers (mlx-lm may well load it, but it is not an MLX model).
+    """
+    names = {PurePosixPath(name).name for name in files}
+    if any(name.lower().endswith(".gguf") for name in names):
+        return "gguf"
+    safetensors = any(name.endswith(".safetensors") for name in names)
+    if safetensors and "config.json" in names:
+        config = next((path for name, path in files.items() if name == "config.json"), None)
+        if config is not None and _config_quantized_for_mlx(config):
+            return "mlx"
+    if safetensors and (_mlx_name(repo_id) or any(re.fullmatch(r"weights(\.\d+)?\.safetensors", n) for n in names)):
+        return "mlx"
+    if "model_index.json" in names:
+        return "diffusers"
+    if "config.json" in names and any(name.endswith(_WEIGHTS) for name in names):
+        return "transformers"
+    return None
 
 
 def partial_bytes(repo_folder: Path) -> int:
@@ -272,8 +319,9 @@ def list_local(cache_dir: str | os.PathLike[str] | None = None) -> list[dict[str
     """Every model repo in the cache (``huggingface_hub.scan_cache_dir``), partials included.
 
     Each entry: ``name`` (repo id), ``size``, ``path``, ``modified``, ``files``,
-    ``revisions`` (newest first), ``partial_bytes``, ``format`` (``mlx`` for a
-    repo mlx-lm loads, ``gguf`` when it holds GGUF files, else ``None``) and
+    ``revisions`` (newest first), ``partial_bytes``, ``format`` (the newest
+    snapshot's kind, :func:`model_kind`: ``gguf``, ``mlx``, ``diffusers``,
+    ``transformers`` or None), ``gguf_files`` (its GGUF files' paths) and
     ``complete`` (at least one snapshot).
     """
     from huggingface_hub import scan_cache_dir
@@ -289,9 +337,10 @@ def list_local(cache_dir: str | os.PathLike[str] | None = None) -> list[dict[str
         if repo.repo_type != "model":
             continue
         revisions = sorted(repo.revisions, key=lambda r: r.last_modified, reverse=True)
-        names = {f.file_name for rev in revisions for f in rev.files}
-        mlx = any(_looks_mlx({f.file_name for f in rev.files}) for rev in revisions)
-        gguf = any(n.lower().endswith(".gguf") for n in names)
+        newest: dict[str, Path] = {}
+        if revisions:
+            snapshot = Path(revisions[0].snapshot_path)
+            newest = {f.file_path.relative_to(snapshot).as_posix(): f.file_path for f in revisions[0].files}
         found.append({
             "name": repo.repo_id,
             "size": repo.size_on_disk,
@@ -300,7 +349,8 @@ def list_local(cache_dir: str | os.PathLike[str] | None = None) -> list[dict[str
             "files": repo.nb_files,
             "revisions": [r.commit_hash for r in revisions],
             "partial_bytes": partial_bytes(Path(repo.repo_path)),
-            "format": "mlx" if mlx else "gguf" if gguf else None,
+            "format": model_kind(repo.repo_id, newest),
+            "gguf_files": sorted(name for name in newest if name.lower().endswith(".gguf")),
             "complete": bool(revisions),
         })
     return found

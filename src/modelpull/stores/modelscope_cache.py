@@ -22,12 +22,18 @@ Partial downloads, locks and modelpull's record of verified files live in
 non-empty model folder as complete, and its cache scan lists every sub-folder
 of the cache root's sub-folders as a model.
 
+With ``local_dir`` the files go straight into that folder (as the SDKs'
+``local_dir`` does), with modelpull's bookkeeping in its hidden ``.modelpull/``.
+
 Neither SDK records a file's sha256 in the cache (the old one keeps path and
 commit in ``.msc``; modelscope-hub keeps nothing and hashes the file whenever
 it checks it), so :meth:`ModelScopeCacheStore.is_complete` checks size and
 sha256, and skips the hashing only for a file this store published and nobody
 changed since. A file of the right size alone is not enough: another revision's
-file may have the same size.
+file may have the same size. As a
+:class:`~modelpull.providers._repo.RepoStore`, the store answers
+:meth:`~ModelScopeCacheStore.is_current` from its record alone and adopts a
+file it did not publish once the provider has hashed it (off the event loop).
 """
 
 from __future__ import annotations
@@ -41,14 +47,13 @@ import re
 import shutil
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
 from ..errors import InvalidModel, ModelNotFound
-from .paths import join_inside, safe_relative
+from .paths import FileSlot, join_inside, safe_relative
 
 DEFAULT_REVISION = "master"
 STATE_FOLDER = ".modelpull"
@@ -91,23 +96,25 @@ def folder_name(name: str) -> str:
     return name.replace(".", "___")
 
 
-@dataclass(frozen=True)
-class MsFileSlot:
-    """Where one repo file's bytes go: partial (outside the model folder), final file, lock."""
-
-    final: Path
-    partial: Path
-    lock: Path
+#: where one repo file's bytes go: partial (outside the model folder), final file, lock
+MsFileSlot = FileSlot
 
 
 class ModelScopeCacheStore:
-    """One model's files in the ModelScope cache, at one revision."""
+    """One model's files in the ModelScope cache (or ``local_dir``), at one revision."""
+
+    #: files are named by their path, not their content
+    content_addressed = False
+    #: a file already in the folder that this store did not publish (the SDK downloaded
+    #: it, say) is kept when its sha256 matches
+    adopts_existing = True
 
     def __init__(
         self,
         repo_id: str,
         revision: str = DEFAULT_REVISION,
         cache_dir: str | os.PathLike[str] | None = None,
+        local_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.owner, self.name = split_repo_id(repo_id)
         self.repo_id = repo_id
@@ -121,12 +128,21 @@ class ModelScopeCacheStore:
             self.root / "hub" / "models" / self.owner / folder_name(self.name),
         ]
         self.snapshots = self.root / "models" / f"{self.owner}--{self.name}" / "snapshots"
-        self.state = self.root / STATE_FOLDER
-        self.folder = self._choose_folder()
+        self.local_dir = Path(local_dir).expanduser() if local_dir else None
+        if self.local_dir is not None:
+            self.root = self.local_dir
+            self.state = self.local_dir / STATE_FOLDER
+            self.folder = self.local_dir
+        else:
+            self.state = self.root / STATE_FOLDER
+            self.folder = self._choose_folder()
 
     @property
     def layout(self) -> str:
-        """``"one-folder"`` (modelscope <= 1.37 layout) or ``"snapshots"`` (modelscope-hub)."""
+        """``"one-folder"`` (modelscope <= 1.37 layout), ``"snapshots"`` (modelscope-hub)
+        or ``"local-dir"``."""
+        if self.local_dir is not None:
+            return "local-dir"
         return "snapshots" if self.snapshots in self.folder.parents else "one-folder"
 
     def _choose_folder(self) -> Path:
@@ -140,15 +156,27 @@ class ModelScopeCacheStore:
         return self.one_folder
 
     # -- files ---------------------------------------------------------------
-    def slot(self, path: str, sha256: str) -> MsFileSlot:
+    def slot(self, path: str, sha256: str) -> FileSlot:
         final = join_inside(self.folder, path)
         key = hashlib.sha256(f"{self.folder}\0{path}\0{sha256}".encode()).hexdigest()[:32]
         stem = self.state / f"{_state_prefix(self.owner, self.name)}{key}"
         partial = stem.with_name(stem.name + ".incomplete")
-        return MsFileSlot(final, partial, stem.with_name(stem.name + ".lock"))
+        return FileSlot(final, partial, stem.with_name(stem.name + ".lock"))
 
     def is_complete(self, path: str, size: int, sha256: str) -> bool:
-        """True when the file is in the model folder with this size and sha256."""
+        """True when the file is in the model folder with this size and sha256 (hashes it
+        unless this store published it and nobody changed it since)."""
+        if self.is_current(path, sha256, size):
+            return True
+        final = join_inside(self.folder, path)
+        try:
+            return final.is_file() and final.stat().st_size == size and _sha256_of(final) == sha256
+        except OSError:
+            return False
+
+    def is_current(self, path: str, etag: str, size: int) -> bool:
+        """True when this store published the file with this sha256 and it is unchanged
+        since (size and modification time as recorded). Never hashes."""
         final = join_inside(self.folder, path)
         try:
             stat = final.stat()
@@ -156,17 +184,29 @@ class ModelScopeCacheStore:
             return False
         if not final.is_file() or stat.st_size != size:
             return False
-        known = self._verified().get(path)
-        if known == [size, stat.st_mtime_ns, sha256]:
-            return True
-        return _sha256_of(final) == sha256
+        return self._verified().get(path) == [size, stat.st_mtime_ns, etag]
+
+    def destination(self, commit: str) -> Path:
+        return self.folder
+
+    def file_path(self, commit: str, path: str, etag: str) -> Path:
+        return join_inside(self.folder, path)
+
+    def recorded_commits(self) -> dict[str, str]:
+        """The commit the old SDK's index names for each file (empty outside that layout)."""
+        if self.layout != "one-folder":
+            return {}
+        return {
+            str(e["Path"]): str(e["Revision"]) for e in read_sdk_index(self.folder)
+            if isinstance(e.get("Path"), str) and isinstance(e.get("Revision"), str)
+        }
 
     # -- publishing ------------------------------------------------------------
     def publish(
         self,
         commit: str,
         revision: str,
-        files: Sequence[tuple[str, str]],
+        files: list[tuple[str, str]],
         *,
         file_commits: Mapping[str, str] | None = None,
         created_at: int | None = None,

@@ -34,12 +34,6 @@ __all__ = [
 
 _WORK_DIR = ".modelpull"
 
-#: Older names, for code written before manifests moved to :mod:`modelpull._oci`
-#: (new code imports from there): a blob a manifest names, and a digest's hex.
-ManifestLayer = Descriptor
-blob_hex = digest_hex
-
-
 def parse_manifest(body: bytes) -> list[Descriptor]:
     """The config, then every layer, each checked (``modelpull._oci.parse_manifest(body).blobs``)."""
     return _oci.parse_manifest(body).blobs
