@@ -496,9 +496,7 @@ function upsertJob(job) {
   let text = p.message || "";
   if (state === "complete" && p.path && text.endsWith(" to " + p.path)) text = text.slice(0, -(" to " + p.path).length);
   if (state === "error") text = "Error: " + pagePhrase(text || "failed", "job");
-  else if (state === "paused" && job.needs_token) {
-    text = "Paused: the service restarted and does not keep tokens. Paste the token again to resume.";
-  }
+  else text = pagePhrase(text, "job");
   setRichText(msg, text);
 
   const doneLine = card.querySelector(".done-line");
