@@ -3,9 +3,8 @@
 Debian's chromium driven by Playwright (fixtures and helpers from test_browser).
 The page lists every job from ``GET /events``: the finished job, the running
 one (resumed by the service itself) and the one that needs its token again
-(state ``paused``; the page has no pause/resume control yet, so the card shows
-the state and the message, and the token is given through the API).
-Screenshots go to test-artifacts/.
+(state ``paused``, with the service's message); the token is typed into that
+job's card and the job resumes. Screenshots go to test-artifacts/.
 """
 
 from __future__ import annotations
@@ -55,7 +54,6 @@ def test_the_page_shows_the_jobs_a_killed_service_restored(page, tmp_path, olah,
     proc, api, _ = _serve(tmp_path, "serve-2", data_dir, hf_front, *ollama)
     try:
         page.goto(api.removesuffix("/api/models") + "/")
-        expect(page.locator("#conn")).to_have_text("live")
         done, run, tok = _job(page, "restored-done:1b"), _job(page, running), _job(page, private)
         expect(done).to_have_attribute("data-state", "complete")
         expect(done.locator(".badge")).to_have_text("complete")
@@ -70,13 +68,16 @@ def test_the_page_shows_the_jobs_a_killed_service_restored(page, tmp_path, olah,
         shot(page, "7-restored-after-kill")
 
         hf_front.remove_rule(rules[0])
-        with httpx.Client(base_url=api, timeout=30) as client:
-            assert post(client, f"/downloads/{tok_id}/resume", {"token": token}).json()["state"] == "running"
+        tok.get_by_label(f"Token for {private}").fill(token)
+        tok.get_by_role("button", name="Resume with this token").click()
         expect(tok).to_have_attribute("data-state", "complete", timeout=60_000)
         expect(run).to_have_attribute("data-state", "complete", timeout=60_000)
         expect(run.locator(".stats")).to_contain_text("2.0 MB / 2.0 MB")
         time.sleep(0.2)
         shot(page, "8-restored-jobs-finished")
+        with httpx.Client(base_url=api, timeout=30) as client:
+            view = client.get(f"/downloads/{tok_id}").json()
+        assert view["runs"] == 2 and view["has_token"] is True and view["needs_token"] is False
     finally:
         _stop(proc)
     assert token.encode() not in b"".join(p.read_bytes() for p in data_dir.rglob("*") if p.is_file())
