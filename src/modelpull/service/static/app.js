@@ -115,7 +115,7 @@ function pagePhrase(message, where) {
     [/pass a token \(token=\.\.\. or --token\)/g, paste],
     [/pass token=\.\.\. \(or --token\)/g, paste],
     [/\(if it is private, pass a token\)/g, "(if it is private, " + paste + ")"],
-    [/\(option (\w+)=(\w+) ([^)]*)\)/g, "(Options {\"$1\": $2} under More options $3)"],
+    [/\(option (\w+)=(\w+) ([^)]*)\)/g, "(Options {\"$1\": $2} $3)"],
     [/[Ss]et base_url or OLLAMA_HOST if it listens elsewhere/g,
       "if it listens elsewhere, put its address in Source address (More options)"],
     [/;? ?run the download again to resume from what is already on disk/g,
@@ -283,7 +283,8 @@ function hidePlan() {
   $("plan").hidden = true;
 }
 
-const GGUF_LIKE = (body) => /:[^/:]+$/.test(body.model) && !/^[a-z0-9.-]+(:\d+)?\//i.test(body.model);
+// A GGUF reference with a tag (org/repo:Q4_K): the repo without it lists what it has.
+const TAGGED_GGUF = (body) => /^(gguf|lmstudio)$/.test(body.provider) && /^[^:]+\/[^:]+:[^:/]+$/.test(body.model);
 
 async function checkPlan() {
   const body = requestBody();
@@ -299,7 +300,7 @@ async function checkPlan() {
       plan = await api("/plan", { method: "POST", body: JSON.stringify(body) });
     } catch (e) {
       // A quantization the repo does not have: show what it has instead.
-      if (e.code === "not_found" && /quantization/.test(e.message) && GGUF_LIKE(body)) {
+      if (e.code === "not_found" && /quantization/.test(e.message) && TAGGED_GGUF(body)) {
         const untagged = Object.assign({}, body, { model: body.model.replace(/:[^:]+$/, "") });
         plan = await api("/plan", { method: "POST", body: JSON.stringify(untagged) });
         note = pagePhrase(e.message, "form").split("; it has:")[0] + ". Pick one below.";
@@ -521,8 +522,8 @@ function doneSummary(job, p) {
   if (!p.speed_bps) parts.push("Already on disk: nothing had to be fetched");
   if (job.finished_at && job.created_at) {
     const took = Math.max(0, job.finished_at - job.created_at);
-    parts.push((job.runs > 1 ? "finished " + fmtDuration(took) + " after it was first started"
-      : "took " + (took < 10 ? took.toFixed(1) + "s" : fmtDuration(took))));
+    const span = took < 10 ? took.toFixed(1) + "s" : fmtDuration(took);
+    parts.push(job.runs > 1 ? "done " + span + " after it was first started (" + job.runs + " runs)" : "took " + span);
   }
   if (p.speed_bps) parts.push("average " + fmtBytes(p.speed_bps) + "/s");
   const text = parts.join(" · ");
@@ -602,7 +603,10 @@ function renderFiles(entry) {
   for (const f of files) {
     const complete = f.size !== null && f.present >= f.size;
     const li = el("li", "file-row" + (complete ? " complete" : f.present ? " partial" : ""));
-    li.append(el("span", "fname", f.name));
+    const digest = /^(sha256[:-])([0-9a-f]{64})$/.exec(f.name);
+    const fname = el("span", "fname", digest ? digest[1] + digest[2].slice(0, 12) + "…" : f.name);
+    fname.title = f.name;
+    li.append(fname);
     const mini = el("span", "mini");
     const fill = el("span");
     fill.style.width = (f.size ? Math.min(100, 100 * f.present / f.size) : 0) + "%";
