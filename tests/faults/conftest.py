@@ -8,8 +8,10 @@ Every source is a real server with the fault proxy in front of it:
   ``ollama-registry`` (the name carries the proxy's host, ``insecure=True``).
 * ``ollama_source``: the Ollama ``/api/pull`` emulator behind the proxy;
   provider ``ollama``.
-* ``source``: ``hf_source`` and ``registry_source`` in turn (the providers
-  that move bytes through modelpull's own transfer engine).
+* ``oci_source``: a Docker model artifact in the same docker-registry, behind
+  the proxy; provider ``oci`` into a Docker Model Runner store.
+* ``source``: ``hf_source``, ``registry_source`` and ``oci_source`` in turn
+  (the providers that move bytes through modelpull's own transfer engine).
 
 Everything the suite sees (events, log records, proxy logs, subprocess output
 and command lines, service answers) is recorded in the session's
@@ -40,6 +42,15 @@ from modelpull import DownloadProgress, DownloadStatus, download_model
 from tests.registry.conftest import registry  # noqa: F401  (the session's docker-registry)
 from tests.servers import wait_until  # noqa: F401  (used by the fault tests)
 from tests.servers.fault_proxy import FaultProxy
+from tests.servers.oci_artifacts import (
+    DOCKER_V01,
+    GGUF,
+    TEMPLATE,
+    Layer,
+    docker_config,
+    fresh_repo,
+    push_artifact,
+)
 from tests.servers.registry import DockerRegistry
 from tests.service.conftest import start_service  # noqa: F401  (modelpull serve, thread or process)
 
@@ -302,6 +313,36 @@ def registry_model_source(registry: DockerRegistry, proxy: FaultProxy, store: Pa
     )
 
 
+def oci_model_source(registry: DockerRegistry, proxy: FaultProxy, store: Path, size: int = BIG) -> Source:  # noqa: F811
+    """A Docker model artifact (GGUF weights, a chat template) pulled by ``oci`` into a Docker Model Runner store."""
+    repo = fresh_repo("faults")
+    weights = payload(size, repo)
+    layers = [Layer(GGUF, weights), Layer(TEMPLATE, b"{{ messages }}")]
+    pushed = push_artifact(registry, repo, "Q4_K_M", DOCKER_V01, docker_config("gguf", layers), layers)
+    model_id = "sha256:" + sha256(pushed.manifest)
+
+    def locate() -> dict[str, Path]:
+        try:
+            index = json.loads((store / "models.json").read_bytes())["models"]
+        except (OSError, ValueError, KeyError):
+            return {}
+        if not any(entry.get("id") == model_id for entry in index):
+            return {}
+        found = {"manifest": store / "manifests" / "sha256" / model_id[7:]}
+        found.update({digest: store / "blobs" / "sha256" / digest[7:] for digest in pushed.blobs})
+        return found
+
+    expected = {digest: digest[7:] for digest in pushed.blobs}
+    expected["manifest"] = model_id[7:]
+    return Source(
+        provider="oci", model=f"{proxy.netloc}/{repo}:Q4_K_M", proxy=proxy, base_url=None,
+        options={"insecure": True, "models_dir": str(store)}, token=None,
+        big_path=f"/v2/{repo}/blobs/{layers[0].digest}", big_size=size, big_hex=sha256(weights),
+        meta_path=f"/v2/{repo}/manifests/*", total_size=sum(len(b) for b in pushed.blobs.values()),
+        store=store, expected=expected, locate=locate,
+    )
+
+
 @pytest.fixture
 def hf_source(olah: Any, hf_front: Any, make_proxy: Callable[..., FaultProxy], tmp_path: Path) -> Source:
     return hf_repo_source(olah, hf_front, make_proxy(hf_front.endpoint), tmp_path / "hf-cache")
@@ -313,10 +354,17 @@ def registry_source(registry: DockerRegistry,  # noqa: F811 - the fixture import
     return registry_model_source(registry, make_proxy(registry.url), tmp_path / "ollama")
 
 
-@pytest.fixture(params=["huggingface", "ollama-registry"])
+@pytest.fixture
+def oci_source(registry: DockerRegistry,  # noqa: F811 - the fixture imported above
+               make_proxy: Callable[..., FaultProxy], tmp_path: Path) -> Source:
+    return oci_model_source(registry, make_proxy(registry.url), tmp_path / "docker-models")
+
+
+@pytest.fixture(params=["huggingface", "ollama-registry", "oci"])
 def source(request: pytest.FixtureRequest) -> Source:
     """Each provider whose bytes go through modelpull's own transfer engine."""
-    return request.getfixturevalue("hf_source" if request.param == "huggingface" else "registry_source")
+    fixture = {"huggingface": "hf_source", "ollama-registry": "registry_source", "oci": "oci_source"}
+    return request.getfixturevalue(fixture[request.param])
 
 
 @dataclass

@@ -10,6 +10,7 @@
   bytes and ``Range`` headers and can throttle, lie or demand tokens.
 * ``small_disk`` (function): ``small_disk(bytes)`` mounts a fresh tmpfs of that size
   (root only), unmounted after the test.
+* ``start_service`` (function): ``modelpull serve`` in a thread (tests/service/conftest.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from modelpull._oci.artifacts import FilePlacement, ModelArtifact, UnpackPlaceme
 from modelpull._unpack import unpack_tar
 from tests.servers.registry import DockerRegistry, RegistryFront
 from tests.servers.token_server import TokenAuthRegistry, TokenServer
+from tests.service.conftest import start_service  # noqa: F401  (modelpull serve, for the inventory tests)
 
 ACCEPT = (
     "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, "

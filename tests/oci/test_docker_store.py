@@ -12,6 +12,7 @@ import pytest
 from modelpull.errors import InvalidModel, ModelNotFound
 from modelpull.stores import docker_models
 from modelpull.stores.docker_models import DockerModelStore, delete_local, dmr_tag, list_local
+from tests.oci.conftest import folder_files
 from tests.servers import oci_artifacts as build
 from tests.servers.registry import DockerRegistry
 
@@ -259,3 +260,54 @@ def test_two_processes_never_lose_each_others_entries(tmp_path: Path) -> None:
         assert process.exitcode == 0
     tags = {tag for entry in DockerModelStore(tmp_path / "models").read_index() for tag in entry.tags}
     assert tags == {f"docker.io/ai/m{w}-{n}:latest" for w in range(2) for n in range(15)}
+
+
+def _artifact(registry: DockerRegistry, pushed: build.PushedArtifact) -> docker_models.ModelArtifact:
+    from modelpull._oci.artifacts import describe_artifact
+    from tests.oci.conftest import fetch_artifact
+
+    fetched = fetch_artifact(registry.url, pushed.repo, pushed.tag)
+    return describe_artifact(fetched.json, fetched.config)
+
+
+def test_the_runtime_bundle_is_built_once_and_an_unreadable_one_replaced(registry: DockerRegistry, tmp_path: Path) -> None:
+    pushed = build.kitops_modelkit(registry)
+    store = DockerModelStore(tmp_path / "models")
+    _store_blobs(store, pushed)
+    model_id = "sha256:" + hashlib.sha256(pushed.manifest).hexdigest()
+    bundle = store.bundle_path(model_id)
+    bundle.mkdir(parents=True)
+    (bundle / "config.json").write_text("{}")  # Docker Model Runner's old format: no model/ folder
+
+    folder = store.build_bundle(model_id, _artifact(registry, pushed), pushed.config)
+
+    assert folder == bundle / "model"
+    assert folder_files(folder) == pushed.files
+    assert (bundle / "config.json").read_bytes() == b'{"format":"gguf"}\n'  # the Kitfile's model format
+    (folder / "models" / "tiny.gguf").unlink()  # a bundle that exists is kept as it is
+    assert store.build_bundle(model_id, _artifact(registry, pushed), pushed.config) == folder
+    assert not (folder / "models" / "tiny.gguf").exists()
+    assert [p.name for p in bundle.parent.iterdir()] == [bundle.name]  # no staging left behind
+
+
+def test_the_runtime_config_is_what_docker_model_runner_writes(registry: DockerRegistry) -> None:
+    docker = build.docker_v02_safetensors(registry)
+    modelpack = build.modelpack_artifact(registry)
+    assert docker_models.runtime_config(_artifact(registry, docker), docker.config) == (
+        b'{"format":"safetensors","quantization":"Q4_K_M","parameters":"1.2M","architecture":"llama",'
+        b'"size":"12KB"}\n'
+    )
+    runtime = json.loads(docker_models.runtime_config(_artifact(registry, modelpack), modelpack.config) or b"")
+    assert list(runtime) == ["descriptor", "modelfs", "config"]
+    assert runtime == json.loads(modelpack.config)
+
+
+def test_building_a_bundle_refuses_a_missing_blob(registry: DockerRegistry, tmp_path: Path) -> None:
+    pushed = build.docker_v01_gguf(registry)
+    store = DockerModelStore(tmp_path / "models")
+    _store_blobs(store, pushed)
+    store.blob_path(pushed.manifest_json["layers"][0]["digest"]).unlink()
+    model_id = "sha256:" + hashlib.sha256(pushed.manifest).hexdigest()
+    with pytest.raises(RuntimeError, match="missing"):
+        store.build_bundle(model_id, _artifact(registry, pushed), pushed.config)
+    assert not store.bundle_path(model_id).exists()

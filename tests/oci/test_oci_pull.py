@@ -532,3 +532,22 @@ def test_cli_dry_run_pull_list_and_rm(registry: DockerRegistry, tmp_path: Path) 
     assert json.loads(cli("list", "oci", "--docker-models", str(root), "--json").stdout)["models"] == []
     assert list((root / "blobs" / "sha256").iterdir()) == []
     assert not Path(events[-1]["path"]).exists()
+
+
+async def test_the_service_lists_and_deletes_oci_models(
+    registry: DockerRegistry, tmp_path: Path, start_service: Callable[..., Any]
+) -> None:
+    pushed = build.docker_v01_gguf(registry)
+    root = tmp_path / "models"
+    assert (await pull(name_of(registry.host, pushed), insecure=True, models_dir=str(root)))[-1].status is COMPLETE
+    service = start_service(docker_models_dir=str(root))
+    with service.client() as client:
+        listed = client.get("/models", params={"provider": "oci"}).json()["models"]
+        assert [(m["provider"], m["name"], m["size_bytes"], m["format"]) for m in listed] == [
+            ("oci", name_of(registry.host, pushed), pushed_total(pushed), "gguf")
+        ]
+        assert name_of(registry.host, pushed) in [m["name"] for m in client.get("/models").json()["models"]]
+        gone = client.delete(f"/models/oci/{name_of(registry.host, pushed)}")
+        assert gone.status_code == 200, gone.text
+        assert client.get("/models", params={"provider": "oci"}).json()["models"] == []
+    assert not (root / "manifests" / "sha256").exists() or not any((root / "manifests" / "sha256").iterdir())

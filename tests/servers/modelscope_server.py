@@ -110,6 +110,7 @@ class _Failure:
     status: int
     times: int
     path_contains: str | None
+    downloads_only: bool = False
 
 
 class ModelScopeServer(BackgroundAiohttpServer):
@@ -176,10 +177,18 @@ class ModelScopeServer(BackgroundAiohttpServer):
             self._models[(owner, name)] = model
         return ids
 
-    def fail(self, status: int = 500, *, times: int = 1, path_contains: str | None = None) -> None:
-        """Answer the next ``times`` requests (path containing ``path_contains``) with a 5xx."""
+    def fail(
+        self, status: int = 500, *, times: int = 1, path_contains: str | None = None,
+        downloads_only: bool = False,
+    ) -> None:
+        """Answer the next ``times`` requests (path containing ``path_contains``; file
+        downloads only, if asked) with ``status``."""
         with self._lock:
-            self._failures.append(_Failure(status, times, path_contains))
+            self._failures.append(_Failure(status, times, path_contains, downloads_only))
+
+    def clear_failures(self) -> None:
+        with self._lock:
+            self._failures.clear()
 
     # ------------------------------------------------------------ log
     @property
@@ -256,6 +265,8 @@ class ModelScopeServer(BackgroundAiohttpServer):
     def _injected_failure(self, rec: MsRequest) -> web.Response | None:
         with self._lock:
             for failure in self._failures:
+                if failure.downloads_only and not rec.path.endswith("/repo"):
+                    continue
                 if failure.path_contains is None or failure.path_contains in rec.path:
                     failure.times -= 1
                     if failure.times <= 0:

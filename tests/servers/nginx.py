@@ -8,7 +8,9 @@ foreground (``daemon off``) as a child of the test and is stopped by its pid.
 Locations, all serving the files of ``root``:
 
 * ``/files/<name>``: plain static files;
-* ``/slow/<name>``: the same, ``limit_rate`` bytes a second per connection;
+* ``/slow/<name>``: the same, ``rate`` bytes a second per request (nginx sends
+  the first second's worth at once); :meth:`Nginx.set_rate` changes it live
+  (a reload: requests already running keep the old rate);
 * ``/named/<name>`` and ``/hostile/<name>``: with the ``Content-Disposition``
   headers given to :class:`Nginx` (``add_header`` in the config);
 * ``/private/<name>``: only with ``Authorization: Bearer <token>`` (else 401);
@@ -69,6 +71,7 @@ http {{
             if ($auth_ok = 0) {{ return 401; }}
         }}
         location /redirect/ {{ rewrite ^/redirect/(.*)$ {redirect_to}/files/$1 redirect; }}
+        location = /generation {{ access_log off; return 200 "{generation}"; }}
     }}
 }}
 """
@@ -115,6 +118,7 @@ class Nginx:
         self.named, self.hostile = named, hostile
         self.redirect_to = redirect_to or f"http://{LOOPBACK}:9"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._generation = 0
 
     @property
     def url(self) -> str:
@@ -124,13 +128,21 @@ class Nginx:
     def access_log(self) -> Path:
         return self.workdir / "access.log"
 
-    def start(self, timeout: float = 10.0) -> Nginx:
-        (self.workdir / "tmp").mkdir(parents=True, exist_ok=True)
-        config = self.workdir / "nginx.conf"
-        config.write_text(_CONFIG.format(
+    @property
+    def config(self) -> Path:
+        return self.workdir / "nginx.conf"
+
+    def _write_config(self) -> None:
+        self.config.write_text(_CONFIG.format(
             work=self.workdir, root=self.root, host=self.host, port=self.port, rate=self.rate,
             token=self.token, named=self.named, hostile=self.hostile, redirect_to=self.redirect_to,
+            generation=self._generation,
         ))
+
+    def start(self, timeout: float = 10.0) -> Nginx:
+        (self.workdir / "tmp").mkdir(parents=True, exist_ok=True)
+        config = self.config
+        self._write_config()
         self.access_log.touch()
         self.proc = subprocess.Popen(
             [NGINX, "-p", str(self.workdir), "-c", str(config), "-e", str(self.workdir / "error.log")],
@@ -148,6 +160,26 @@ class Nginx:
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"nginx did not listen on {self.url} within {timeout}s")
+
+    def set_rate(self, rate: int, timeout: float = 10.0) -> None:
+        """``/slow/`` sends ``rate`` bytes a second from now on (0: unlimited)."""
+        import urllib.request
+
+        assert self.proc is not None
+        self.rate, self._generation = rate, self._generation + 1
+        self._write_config()
+        self.proc.send_signal(signal.SIGHUP)  # reload: new workers take the new config
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+                with direct.open(f"{self.url}/generation", timeout=1) as answer:
+                    if answer.read().decode() == str(self._generation):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"nginx did not reload its configuration within {timeout}s")
 
     def stop(self) -> None:
         if self.proc is None:

@@ -10,7 +10,7 @@ misbehave in the other ways a plain link meets:
 * :attr:`head_allowed`: ``HEAD`` answered ``405`` when False (a URL signed for ``GET`` only);
 * :attr:`bytes_per_sec`: a throttle per connection;
 * :meth:`stall`: the next ``GET`` stops sending for a while after some bytes;
-* :meth:`fail`: the next requests answer a status (``500``, ``404``, ...);
+* :meth:`fail`: the next requests (of one method) answer a status (``500``, ``404``, ...);
 * :meth:`redirect`: ``302`` to another URL (another host: ``127.0.0.2``);
 * :attr:`token`: files only with ``Authorization: Bearer <token>`` (``401`` otherwise).
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import dataclass, replace
+from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -42,6 +43,13 @@ class PlainRequest:
 
 
 @dataclass
+class _Failure:
+    status: int
+    times: int
+    method: str | None
+
+
+@dataclass
 class _File:
     data: bytes
     disposition: str | None
@@ -57,7 +65,7 @@ class PlainFileServer(BackgroundAiohttpServer):
         self._lock = threading.Lock()
         self._files: dict[str, _File] = {}
         self._redirects: dict[str, str] = {}
-        self._failures: list[list[int]] = []  # [status, times]
+        self._failures: list[_Failure] = []
         self._stalls: list[tuple[int, float]] = []  # (after bytes, seconds)
         self._log: list[PlainRequest] = []
         self.head_allowed = True
@@ -70,7 +78,7 @@ class PlainFileServer(BackgroundAiohttpServer):
 
     # -- setup -----------------------------------------------------------------
     def add(self, path: str, data: bytes, *, disposition: str | None = None, length: bool = True) -> str:
-        """Serve ``data`` at ``path`` (starting with ``/``); returns its URL."""
+        """Serve ``data`` at ``path`` (starting with ``/``, percent-decoded); returns its URL."""
         with self._lock:
             self._files[path] = _File(bytes(data), disposition, length)
         return self.url + path
@@ -80,9 +88,9 @@ class PlainFileServer(BackgroundAiohttpServer):
             self._redirects[path] = target
         return self.url + path
 
-    def fail(self, status: int, times: int = 1) -> None:
+    def fail(self, status: int, times: int = 1, method: str | None = None) -> None:
         with self._lock:
-            self._failures.append([status, times])
+            self._failures.append(_Failure(status, times, method))
 
     def stall(self, after_bytes: int, seconds: float) -> None:
         with self._lock:
@@ -108,7 +116,7 @@ class PlainFileServer(BackgroundAiohttpServer):
     # -- the app -----------------------------------------------------------------
     def build_app(self) -> web.Application:
         app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._serve)
+        app.router.add_route("*", r"/{tail:[\s\S]*}", self._serve)  # newlines too
         return app
 
     async def _astart(self) -> None:  # bind the asked-for loopback address (127.0.0.2: "another host")
@@ -122,20 +130,21 @@ class PlainFileServer(BackgroundAiohttpServer):
         self.ports.append(server.sockets[0].getsockname()[1])
 
     async def _serve(self, request: web.Request) -> web.StreamResponse:
-        rec = PlainRequest(request.method, request.path, request.headers.get("Range"),
+        path = unquote(request.raw_path.split("?", 1)[0])
+        rec = PlainRequest(request.method, path, request.headers.get("Range"),
                            "Authorization" in request.headers)
         with self._lock:
             self._log.append(rec)
-            failure = self._failures[0] if self._failures else None
+            failure = next((f for f in self._failures if f.method in (None, request.method)), None)
             if failure is not None:
-                failure[1] -= 1
-                if failure[1] <= 0:
-                    self._failures.pop(0)
-            target = self._redirects.get(request.path)
-            found = self._files.get(request.path)
+                failure.times -= 1
+                if failure.times <= 0:
+                    self._failures.remove(failure)
+            target = self._redirects.get(path)
+            found = self._files.get(path)
         try:
             if failure is not None:
-                return self._answer(rec, web.Response(status=failure[0], text=f"HTTP {failure[0]}"))
+                return self._answer(rec, web.Response(status=failure.status, text=f"HTTP {failure.status}"))
             if target is not None:
                 return self._answer(rec, web.Response(status=302, headers={"Location": target}))
             if request.method not in ("GET", "HEAD") or (request.method == "HEAD" and not self.head_allowed):

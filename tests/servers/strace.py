@@ -71,7 +71,7 @@ def parse(trace: str) -> list[Call]:
     pending: dict[str, str] = {}
     for line in trace.splitlines():
         pid, _, rest = line.partition(" ")
-        rest = rest.lstrip()
+        rest = rest.lstrip()  # strace pads short pids: "3573  <... rename resumed>"
         if rest.endswith("<unfinished ...>"):
             pending[pid] = rest[: -len("<unfinished ...>")].rstrip()
             continue

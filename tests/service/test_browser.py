@@ -75,7 +75,7 @@ def test_download_cancel_error_and_delete_in_the_browser(page, service, olah, hf
     hf_front.throttle(200_000, repo_id=cancelled, path="model.safetensors")
 
     page.goto(service.url + "/")
-    expect(page.locator("#conn")).to_have_text("live")
+    expect(page.locator("#conn")).to_have_text("Connected")
     expect(page.locator("#provider option")).not_to_have_count(0)
     expect(page.locator("#inventory-notes")).to_contain_text("No models downloaded yet")
     shot(page, "1-empty")
@@ -126,7 +126,7 @@ def test_download_cancel_error_and_delete_in_the_browser(page, service, olah, hf
     # 4. the finished download is in the inventory; delete it
     model = page.locator("#models .model", has=page.locator(".name", has_text=moving))
     expect(model).to_have_count(1)
-    expect(model.locator(".sub")).to_contain_text("huggingface · mlx · 2.0 MB")
+    expect(model.locator(".sub")).to_contain_text("Transformers · 2.0 MB")  # config + safetensors: not MLX
     shot(page, "4-inventory")
     page.once("dialog", lambda dialog: dialog.accept())
     model.get_by_role("button", name="Delete").click()
@@ -171,7 +171,7 @@ def test_page_asks_for_the_api_key(page, start_service, ollama_emulator):
     page.fill("#api-key", "browser-test-key")
     page.click("#auth-form button")
     expect(page.locator("#auth")).to_be_hidden()
-    expect(page.locator("#conn")).to_have_text("live")
+    expect(page.locator("#conn")).to_have_text("Connected")
     _start(page, "ollama", "keyed:1b")
     expect(_job(page, "keyed:1b")).to_have_attribute("data-state", "complete")
     shot(page, "6-api-key")

@@ -40,6 +40,7 @@ here (the URL is the address), so the source takes none.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import hashlib
 import json
 import os
@@ -187,6 +188,7 @@ def disposition_filename(header: str) -> str | None:
         charset, _, rest = extended.partition("'")
         _, _, encoded = rest.partition("'")
         try:
+            codecs.lookup(charset or "utf-8")
             return unquote(encoded, encoding=charset or "utf-8", errors="strict")
         except (LookupError, UnicodeDecodeError):
             pass

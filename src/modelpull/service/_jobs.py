@@ -346,6 +346,7 @@ class Job:
         )
         del token
         terminal = False
+        stopped = False
         try:
             async for progress in events:
                 self._publish(progress.to_dict())
@@ -355,17 +356,7 @@ class Job:
                         JobState.COMPLETE if progress.status is DownloadStatus.COMPLETE else JobState.ERROR
                     )
         except asyncio.CancelledError:
-            if not terminal:
-                terminal = True
-                reason = self._stop_reason or CANCELLED_CODE
-                if reason == INTERRUPTED_CODE:
-                    # No event: the run goes on in the next service, which ends it
-                    # with its terminal event; the journal keeps the last progress.
-                    self.interrupted = True
-                    self._set_state(JobState.PAUSED)
-                else:
-                    self._publish(self._stop_event(reason))
-                    self._set_state(JobState.PAUSED if reason == PAUSED_CODE else JobState.CANCELLED)
+            stopped = not terminal
         except Exception as exc:  # noqa: BLE001 - a job always ends with an event
             log.error("job %s failed unexpectedly: %s", self.id, type(exc).__name__)
             self._publish(self._error_event("internal_error", f"unexpected error ({type(exc).__name__})"))
@@ -374,8 +365,23 @@ class Job:
         finally:
             aclose = getattr(events, "aclose", None)  # an async generator at run time
             if aclose is not None:
-                await aclose()
-            if not terminal:
+                try:
+                    await aclose()
+                except asyncio.CancelledError:
+                    pass  # a run is cancelled once, by its own stop: what follows must still happen
+            # The state changes only now that the transfer has stopped, so a resume
+            # never starts a run beside one still closing its files.
+            if stopped:
+                reason = self._stop_reason or CANCELLED_CODE  # read late: a cancel may have overtaken a pause
+                if reason == INTERRUPTED_CODE:
+                    # No event: the run goes on in the next service, which ends it
+                    # with its terminal event; the journal keeps the last progress.
+                    self.interrupted = True
+                    self._set_state(JobState.PAUSED)
+                else:
+                    self._publish(self._stop_event(reason))
+                    self._set_state(JobState.PAUSED if reason == PAUSED_CODE else JobState.CANCELLED)
+            elif not terminal:
                 self._publish(self._error_event("internal_error", "the download ended without a result"))
                 self._set_state(JobState.ERROR)
             self._notify()

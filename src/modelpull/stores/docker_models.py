@@ -96,6 +96,8 @@ DEFAULT_REGISTRY = DOCKER_HUB
 DEFAULT_ORG = DOCKER_HUB_NAMESPACE
 _WORK_DIR = ".modelpull"
 _LOCK_TIMEOUT = 60.0
+#: another process may be unpacking a large tar layer into the same bundle
+_BUNDLE_LOCK_TIMEOUT = 3600.0
 _SHORT_ID = re.compile(r"(?:sha256:)?[0-9a-f]{12}(?:[0-9a-f]{52})?")
 
 
@@ -203,7 +205,10 @@ class DockerModelStore:
         """
         final = self.bundle_path(model_id)
         folder = final / "model"
-        with FileLock(str(self.work / f"bundle-{digest_hex(model_id)}.lock"), timeout=_LOCK_TIMEOUT):
+        if folder.is_dir():
+            return folder
+        self.work.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.work / f"bundle-{digest_hex(model_id)}.lock"), timeout=_BUNDLE_LOCK_TIMEOUT):
             if folder.is_dir():
                 return folder
             missing = [layer.digest for layer in artifact.layers if not self.has_blob(layer.digest, layer.size)]
