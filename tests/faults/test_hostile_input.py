@@ -55,6 +55,10 @@ _NAME = st.text(string.ascii_letters + string.digits, min_size=1, max_size=12)
 HF_FAMILY = ("huggingface", "mlx", "gguf", "lmstudio")
 OLLAMA_FAMILY = ("ollama", "ollama-registry")
 OCI_FAMILY = ("oci",)
+MODELSCOPE_FAMILY = ("modelscope",)
+URL_FAMILY = ("url",)
+#: what makes a URL invalid wherever it stands (other characters are percent-encoded)
+URL_BAD_CHARS = " \t\n\r\x00\x7f"
 
 
 def with_bad_char(draw: st.DrawFn, text: str, start: int = 0) -> str:
@@ -123,7 +127,54 @@ def invalid_oci_reference(draw: st.DrawFn) -> str:
     return "ns/" + "m" * 300
 
 
+@st.composite
+def invalid_modelscope_reference(draw: st.DrawFn) -> str:
+    owner, name = draw(_NAME), draw(_NAME)
+    kind = draw(st.sampled_from(["bad_char", "dots", "edge", "empty", "slashes", "traversal", "tag"]))
+    if kind == "bad_char":
+        return with_bad_char(draw, f"{owner}/{name}", start=0 if draw(st.booleans()) else len(owner) + 1)
+    if kind == "dots":
+        return f"{owner}/{name}..x"
+    if kind == "edge":
+        return draw(st.sampled_from([f"-{owner}/{name}", f".{owner}/{name}", f"{owner}/-{name}", f"{owner}/.{name}"]))
+    if kind == "empty":
+        return draw(st.sampled_from(["", " ", "/", f"{owner}/", f"/{name}", "\t", f"{owner}/{name}:"]))
+    if kind == "slashes":
+        return f"{owner}/{name}/x.bin"  # a path must name a .gguf
+    if kind == "tag":
+        return draw(st.sampled_from([f"{owner}/{name}:-Q4", f"{owner}/{name}:Q4/K", f"{owner}/{name}:" + "q" * 65]))
+    return draw(st.sampled_from([f"{owner}/{name}/../../x.gguf", f"{owner}/{name}//etc/x.gguf",
+                                 f"{owner}/{name}/a\\b.gguf", f"{owner}/{name}/./x.gguf", "../../etc/passwd"]))
+
+
+@st.composite
+def invalid_url_reference(draw: st.DrawFn) -> str:
+    name = draw(_NAME)
+    kind = draw(st.sampled_from(["bad_char", "scheme", "host", "port", "fragment", "credentials", "empty"]))
+    if kind == "bad_char":
+        text = f"http://127.0.0.1:9/{name}.gguf"
+        at = draw(st.integers(1, len(text) - 1))
+        return text[:at] + draw(st.sampled_from(URL_BAD_CHARS)) + text[at:]
+    if kind == "scheme":
+        return draw(st.sampled_from([f"ftp://127.0.0.1/{name}", f"file:///{name}", f"127.0.0.1/{name}",
+                                     f"{name}.gguf", f"javascript:{name}"]))
+    if kind == "host":
+        return draw(st.sampled_from([f"http:///{name}.gguf", f"https://:80/{name}", "http://"]))
+    if kind == "port":
+        return draw(st.sampled_from([f"http://127.0.0.1:99999/{name}", f"http://127.0.0.1:x/{name}"]))
+    if kind == "fragment":
+        return draw(st.sampled_from([f"http://127.0.0.1:9/{name}#x", f"http://127.0.0.1:9/{name}#sha256=12",
+                                     f"http://127.0.0.1:9/{name}#sha256={'g' * 64}"]))
+    if kind == "credentials":
+        return f"http://user:{name}@127.0.0.1:9/{name}.gguf"
+    return draw(st.sampled_from(["", " ", "\t"]))
+
+
 def invalid_reference(provider: str) -> st.SearchStrategy[str]:
+    if provider in MODELSCOPE_FAMILY:
+        return invalid_modelscope_reference()
+    if provider in URL_FAMILY:
+        return invalid_url_reference()
     if provider in OCI_FAMILY:
         return invalid_oci_reference()
     return invalid_hf_reference(provider) if provider in HF_FAMILY else invalid_ollama_reference()
@@ -135,8 +186,8 @@ def _names_no_host(text: str) -> bool:
     return not slash or not ("." in first or ":" in first or first == "localhost")
 
 
-def any_reference(provider: str) -> st.SearchStrategy[str]:
-    """Arbitrary text, and near misses of the provider's own forms."""
+def any_reference(provider: str, base: str) -> st.SearchStrategy[str]:
+    """Arbitrary text, and near misses of the provider's own forms (URLs: on ``base``)."""
     near = st.builds(
         lambda a, sep, b, tail: a + sep + b + tail,
         _NAME, st.sampled_from(["/", ":", "", "//", "/.", "-"]), _NAME,
@@ -150,6 +201,13 @@ def any_reference(provider: str) -> st.SearchStrategy[str]:
     if provider in OCI_FAMILY:
         text = text.filter(_names_no_host)
         near = near.filter(_names_no_host)
+    if provider in URL_FAMILY:
+        # Arbitrary text never names a host (no DNS); the near misses are URLs of the recorder.
+        text = text.filter(lambda t: "/" not in t and "\\" not in t)
+        near = st.builds(
+            lambda name, tail: f"{base}/{name}{tail}", _NAME,
+            st.sampled_from(["", ".gguf", "/x.gguf", "?sig=1", "#sha256=" + "a" * 64, "#x", " ", "\n", " x"]),
+        )
     return st.one_of(text, near)
 
 
@@ -170,6 +228,10 @@ def fuzz_options(provider: str, tmp: Path) -> dict[str, Any]:
         return {"models_dir": str(tmp / "ollama"), "insecure": True, "max_retries": 1}
     if provider in (*OCI_FAMILY, "docker"):
         return {"models_dir": str(tmp / "docker-models"), "insecure": True, "max_retries": 1}
+    if provider in (*MODELSCOPE_FAMILY, "ms"):
+        return {"cache_dir": str(tmp / "modelscope"), "max_retries": 1}
+    if provider in URL_FAMILY:
+        return {"local_dir": str(tmp / "url"), "max_retries": 1}
     return {}
 
 
@@ -184,24 +246,27 @@ def run_one(provider: str, model: str, recorder: FaultProxy, tmp: Path) -> tuple
     options = fuzz_options(provider, tmp)
     if provider == "lmstudio":
         options.pop("cache_dir")
-    events = asyncio.run(collect(provider, model, base_url=recorder.url, **options))
+    base_url = None if provider in URL_FAMILY else recorder.url  # a URL is its own address
+    events = asyncio.run(collect(provider, model, base_url=base_url, **options))
     assert events[-1].error_code != "internal_error", (model, events[-1].message)
     return events[-1].error_code, network_use(recorder) - before
 
 
 def test_every_provider_is_fuzzed() -> None:
-    assert set(provider_names()) == set(HF_FAMILY) | set(OLLAMA_FAMILY) | set(OCI_FAMILY), provider_names()
+    assert set(provider_names()) == (set(HF_FAMILY) | set(OLLAMA_FAMILY) | set(OCI_FAMILY)
+                                     | set(MODELSCOPE_FAMILY) | set(URL_FAMILY)), provider_names()
 
 
 _FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-@pytest.mark.parametrize("provider", [*HF_FAMILY, *OLLAMA_FAMILY, *OCI_FAMILY, "hf", "docker"])
+@pytest.mark.parametrize("provider", [*HF_FAMILY, *OLLAMA_FAMILY, *OCI_FAMILY, *MODELSCOPE_FAMILY, *URL_FAMILY,
+                                      "hf", "docker", "ms"])
 def test_10_an_invalid_reference_is_one_invalid_model_error_and_no_network(
     provider: str, recorder: FaultProxy, tmp_path: Path
 ) -> None:
     @_FUZZ
-    @given(model=invalid_reference({"hf": "huggingface", "docker": "oci"}.get(provider, provider)))
+    @given(model=invalid_reference({"hf": "huggingface", "docker": "oci", "ms": "modelscope"}.get(provider, provider)))
     def check(model: str) -> None:
         code, connections = run_one(provider, model, recorder, tmp_path)
         assert code == "invalid_model", (model, code)
@@ -210,14 +275,14 @@ def test_10_an_invalid_reference_is_one_invalid_model_error_and_no_network(
     check()
 
 
-@pytest.mark.parametrize("provider", [*HF_FAMILY, *OLLAMA_FAMILY, *OCI_FAMILY])
+@pytest.mark.parametrize("provider", [*HF_FAMILY, *OLLAMA_FAMILY, *OCI_FAMILY, *MODELSCOPE_FAMILY, *URL_FAMILY])
 def test_10_any_reference_never_raises_and_invalid_ones_stay_offline(
     provider: str, recorder: FaultProxy, tmp_path: Path
 ) -> None:
     seen: dict[str, int] = {}
 
     @_FUZZ
-    @given(model=any_reference(provider))
+    @given(model=any_reference(provider, recorder.url))
     def check(model: str) -> None:
         code, connections = run_one(provider, model, recorder, tmp_path)
         seen[code or "complete"] = seen.get(code or "complete", 0) + 1
@@ -240,7 +305,7 @@ def test_10_non_string_references_and_the_cli_and_service(
             code, connections = run_one(provider, model, recorder, tmp_path)  # type: ignore[arg-type]
             assert code == "invalid_model" and connections == 0, (provider, model, code)
     for provider, model in (("huggingface", "org/../x"), ("ollama-registry", "a b:1b"), ("gguf", "org/repo:Q4 K"),
-                            ("oci", "ai/x@sha256:1234")):
+                            ("oci", "ai/x@sha256:1234"), ("modelscope", "org/re po:Q4")):
         proc = spawn([sys.executable, "-m", "modelpull.cli", "pull", provider, model, "--json",
                       "--base-url", recorder.url], env=dict(os.environ, MODELPULL_TOKEN=CANARY))
         out, err = finish(proc, timeout=60)
@@ -252,7 +317,8 @@ def test_10_non_string_references_and_the_cli_and_service(
     with service.client() as client:
         for provider, model in (("huggingface", "a/b/../c"), ("ollama", "x y"), ("ollama-registry", "h/n/m/x"),
                                 ("gguf", "org/repo/../../x.gguf"), ("lmstudio", "org/re po"), ("mlx", "-x/y"),
-                                ("oci", "ai/../x")):
+                                ("oci", "ai/../x"), ("modelscope", "org/.."),
+                                ("url", "http://127.0.0.1:9/a b.gguf")):
             answer = client.post("/downloads", json={"provider": provider, "model": model, "token": CANARY})
             capture.add("service-answer", answer.text)
             assert answer.status_code == 400 and answer.json()["error_code"] == "invalid_model", answer.text

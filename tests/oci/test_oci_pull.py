@@ -551,3 +551,16 @@ async def test_the_service_lists_and_deletes_oci_models(
         assert gone.status_code == 200, gone.text
         assert client.get("/models", params={"provider": "oci"}).json()["models"] == []
     assert not (root / "manifests" / "sha256").exists() or not any((root / "manifests" / "sha256").iterdir())
+
+
+async def test_a_destination_that_is_not_a_folder_is_an_invalid_option(registry: DockerRegistry, tmp_path: Path) -> None:
+    pushed = build.docker_v01_gguf(registry)
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("not a folder")
+    for option, where in (("local_dir", not_a_folder), ("models_dir", not_a_folder),
+                          ("local_dir", not_a_folder / "below"), ("models_dir", not_a_folder / "below")):
+        events = await pull(name_of(registry.host, pushed), insecure=True, **{option: str(where)})
+        assert_contract(events)
+        assert events[-1].error_code == "invalid_option", events[-1].message
+        assert option in events[-1].message and str(not_a_folder) in events[-1].message
+    assert not_a_folder.read_text() == "not a folder"

@@ -17,8 +17,8 @@ from playwright.sync_api import expect
 
 from .conftest import wait_for, wait_job
 from .test_browser import _job, browser, page, shot  # noqa: F401  (fixtures)
-from .test_journal import _downloaded, _make_repo, _records, _serve, _stop
-from .test_pause_resume import post
+from .test_journal import _records, _serve, _stop
+from .test_pause_resume import _downloaded, _make_repo, post
 
 MB = 1_000_000
 

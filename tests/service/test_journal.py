@@ -28,24 +28,9 @@ from modelpull.service._jobs import RESTART_SEQ_GAP
 from modelpull.service._journal import default_data_dir
 
 from .conftest import free_port, read_ndjson, serve_process, wait_for, wait_job
-from .test_pause_resume import assert_one_terminal_event_per_run, post
+from .test_pause_resume import _downloaded, _make_repo, assert_one_terminal_event_per_run, post
 
 MB = 1_000_000
-
-
-def _weights(size: int, seed: str) -> bytes:
-    block = (seed * 64).encode()[:64]
-    return (block * (size // len(block) + 1))[:size]
-
-
-def _make_repo(olah: Any, repo_id: str, size: int) -> dict[str, bytes]:
-    files = {"config.json": b'{"model_type": "llama"}', "model.safetensors": _weights(size, repo_id)}
-    olah.make_repo(repo_id, files)
-    return files
-
-
-def _downloaded(client: httpx.Client, job_id: str) -> int:
-    return int((client.get(f"/downloads/{job_id}").json()["progress"] or {}).get("downloaded_bytes") or 0)
 
 
 def _records(data_dir: Path) -> dict[str, dict[str, Any]]:

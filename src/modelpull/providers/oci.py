@@ -40,6 +40,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from filelock import Timeout as FileLockTimeout
 from yarl import URL
 
 from .._oci import (
@@ -69,7 +70,14 @@ from .._oci.artifacts import (
 )
 from .._secrets import Secret
 from .._transfer import FileTransfer, TransferEngine, present_bytes
-from ..errors import DiskFull, IncompatibleModel, InvalidModel, InvalidOption, ModelNotFound
+from ..errors import (
+    DiskFull,
+    IncompatibleModel,
+    IncompleteTransfer,
+    InvalidModel,
+    InvalidOption,
+    ModelNotFound,
+)
 from ..plan import Plan, PlanDetail, PlanItem
 from ..progress import ProgressTracker
 from ..stores.docker_models import DockerModelStore, ModelFolder, delete_local, list_local
@@ -260,15 +268,27 @@ class OciProvider(Provider):
             self.session, self.policy, tracker, auth=self.client.auth,
             error_for_response=partial(self.client.error_for_response, name=self.ref.short),
         )
+        where = self.folder.root if self.folder is not None else self.store.root
         try:
             if self.folder is None:
                 return await self._fetch_into_store(detail, detail.artifact, detail.config, tracker, engine)
             return await self._fetch_into_folder(detail, detail.artifact, detail.config, tracker, engine)
+        except FileLockTimeout:
+            raise IncompleteTransfer(
+                f"another process kept {where} locked for too long while {self.ref.short} was being "
+                "published; run the download again"
+            ) from None
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise DiskFull(
-                    f"the disk filled while laying out {self.ref.short} in {plan.destination}; free some "
-                    "space and run the download again"
+                    f"the disk filled while laying out {self.ref.short} in {where}; free some space and run "
+                    "the download again"
+                ) from None
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST):
+                option = "local_dir" if self.folder is not None else "models_dir"
+                raise InvalidOption(
+                    f"cannot write {self.ref.short} into {where} ({os.strerror(exc.errno)}); choose a folder "
+                    f"you can write to with {option}"
                 ) from None
             raise
 
@@ -292,8 +312,13 @@ class OciProvider(Provider):
 
         def publish() -> Path:
             # The runtime view first: a tar layer refused there leaves the model unlisted.
-            folder = store.build_bundle(detail.model_id, artifact, detail.config_bytes)
-            store.write_model(detail.manifest, tags)
+            try:
+                folder = store.build_bundle(detail.model_id, artifact, detail.config_bytes)
+                store.write_model(detail.manifest, tags)
+            except RuntimeError:  # a blob was deleted under us (another process removing a model)
+                raise ModelNotFound(
+                    f"a blob of {self.ref.short} vanished from {store.blobs} during the pull; run it again"
+                ) from None
             return folder
 
         return str(await asyncio.to_thread(publish))
@@ -354,6 +379,9 @@ def _folder_option(options: dict[str, Any], name: str) -> str | None:
         return None
     if not isinstance(value, (str, os.PathLike)) or str(value) == "":
         raise InvalidOption(f"option {name!r} must be a folder path, got {value!r}")
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise InvalidOption(f"option {name!r} must be a folder, and {path} is a file")
     return str(value)
 
 
