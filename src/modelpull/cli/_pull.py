@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import sys
 import time
 from collections.abc import AsyncGenerator
@@ -259,6 +260,11 @@ class _View:
         click.secho(self.interrupted_line(), err=True, fg="yellow")
 
 
+def _left(eta: float) -> str:
+    """Time left, rounded up: 0.4 s left is "1s left", not "0s left"."""
+    return format_duration(math.ceil(eta))
+
+
 def _seconds(value: float) -> str:
     return f"{value:.1f}s" if value < 60 else format_duration(value)
 
@@ -272,7 +278,7 @@ def _progress_line(event: DownloadProgress) -> str:
     if event.speed_bps:
         text += f" at {format_bytes(event.speed_bps)}/s"
     if event.eta_seconds is not None and event.status is DownloadStatus.DOWNLOADING:
-        text += f", {format_duration(event.eta_seconds)} left"
+        text += f", {_left(event.eta_seconds)} left"
     if event.current:
         text += f": {event.current}"
     return text
@@ -340,7 +346,7 @@ class _RichView(_View):
         self._task: Any = None
         self._saved_tty: tuple[int, Any] | None = None
 
-    def _bar(self) -> Any:
+    def _bar(self, event: DownloadProgress) -> Any:
         if self._progress is None:
             from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
             from rich.table import Column
@@ -355,7 +361,10 @@ class _RichView(_View):
                            table_column=Column(no_wrap=True, overflow="ellipsis")),
                 console=self.console,
             )
-            self._task = self._progress.add_task("", total=None, status="", speed="", eta="", current="")
+            self._task = self._progress.add_task(
+                "", total=event.total_bytes, completed=event.downloaded_bytes or 0,
+                status=event.status.value, speed="", eta="", current="",
+            )
             self._quiet_ctrl_c()
             self._progress.start()
         return self._progress
@@ -400,8 +409,8 @@ class _RichView(_View):
         speed = f"{format_bytes(event.speed_bps)}/s" if event.speed_bps else ""
         eta = ""
         if event.eta_seconds is not None and status is DownloadStatus.DOWNLOADING:
-            eta = f"{format_duration(event.eta_seconds)} left"
-        self._bar().update(
+            eta = f"{_left(event.eta_seconds)} left"
+        self._bar(event).update(
             self._task, total=event.total_bytes, completed=event.downloaded_bytes or 0,
             status=status.value, speed=speed, eta=eta, current=event.current or "",
         )
