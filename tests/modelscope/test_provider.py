@@ -364,3 +364,21 @@ async def test_list_and_delete(ms_server: ModelScopeServer, ms_cache: Path, sdk:
     assert [m.name for m in list_models("ms", modelscope_cache=str(ms_cache))] == ["org/theirs"]
     store = ModelScopeCacheStore("org/theirs", cache_dir=str(ms_cache))
     assert store.layout == "snapshots"
+
+
+@pytest.mark.parametrize("hostile", ["../../escape.bin", "/tmp/escape.bin", "a/../../escape.bin", "a\\b.bin"])
+async def test_a_file_list_naming_paths_outside_the_cache_is_refused(
+    ms_server: ModelScopeServer, ms_cache: Path, tmp_path: Path, hostile: str
+) -> None:
+    ms_server.add_model("org", "tiny", FILES)
+
+    def escape(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return entries + [{**entries[-1], "Path": hostile, "Name": hostile.rsplit("/", 1)[-1]}]
+
+    ms_server.listing_hook = escape
+    before = set(tmp_path.rglob("*"))
+    events, _ = await pull("org/tiny", base_url=ms_server.endpoint, ignore_patterns="*.bin")
+    assert events[-1].error_code == "unsafe_source", events[-1].message
+    assert "refusing" in events[-1].message
+    assert ms_server.downloads() == []
+    assert set(tmp_path.rglob("*")) == before

@@ -588,6 +588,8 @@ def _validator(headers: CIMultiDictProxy[str]) -> str | None:
 
 def _build(source: Source, model: str, token: Secret | None, base_url: str | None,
            options: dict[str, Any]) -> UrlProvider:
+    if base_url:
+        raise InvalidOption(f"provider {source.name!r} takes no base_url: the URL is the address")
     return UrlProvider(source, model, token, options)
 
 
