@@ -224,7 +224,8 @@ class DockerModelStore:
                 _lay_out(inside, artifact.layers, self.blob_path, staging_in=staging)
                 runtime = runtime_config(artifact, config)
                 if runtime is not None:
-                    (staging / "config.json").write_bytes(runtime)
+                    _write_atomically(staging / "config.json", runtime)
+                fsync_dirs([inside, staging])  # the hard links and names inside, before the bundle's own name
                 if final.exists():  # an old or broken bundle: Docker Model Runner replaces it too
                     shutil.rmtree(final)
                 os.rename(staging, final)
