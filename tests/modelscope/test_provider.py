@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from modelpull import DownloadProgress, DownloadStatus, download_model, plan_download
-from modelpull.inventory import delete_model, list_models
+from modelpull.inventory import delete_model, list_models, list_partials
 from modelpull.stores.modelscope_cache import ModelScopeCacheStore, read_sdk_index
 from tests.core.test_hf_contract import assert_contract
 from tests.modelscope.conftest import Sdk
@@ -303,6 +303,9 @@ async def test_leaving_the_loop_closes_the_connection_and_the_next_call_resumes(
     sent = ms_server.bytes_sent("weights/model.safetensors")
     await asyncio.sleep(0.5)
     assert ms_server.bytes_sent("weights/model.safetensors") == sent < len(WEIGHTS)
+    partials = {p.file: p for p in list_partials("modelscope", modelscope_cache=str(ms_cache))}
+    assert partials["weights/model.safetensors"].model == "org/tiny"
+    assert 0 < partials["weights/model.safetensors"].present_bytes < len(WEIGHTS)
     ms_server.clear_log()
     ms_server.bytes_per_sec = None
     events, _ = await pull("org/tiny", base_url=ms_server.endpoint)

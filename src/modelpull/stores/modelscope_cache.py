@@ -80,6 +80,11 @@ def _cache_root(cache_dir: str | os.PathLike[str] | None) -> tuple[Path, Path]:
     return root, root if os.environ.get("MODELSCOPE_CACHE") else root / "hub"
 
 
+def state_folder(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where modelpull keeps partial files, locks and records for a cache."""
+    return _cache_root(cache_dir)[0] / STATE_FOLDER
+
+
 def split_repo_id(repo_id: object) -> tuple[str, str]:
     """``owner/name`` as ModelScope allows it, else :class:`InvalidModel`."""
     parts = repo_id.split("/") if isinstance(repo_id, str) else []
@@ -473,4 +478,5 @@ __all__ = [
     "list_local",
     "read_sdk_index",
     "split_repo_id",
+    "state_folder",
 ]
