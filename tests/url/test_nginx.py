@@ -250,6 +250,9 @@ def test_a_killed_cli_pull_resumes_with_range(nginx: Nginx, tmp_path: Path) -> N
     first.communicate(timeout=10)
     assert saved_bytes(folder) >= 1.5 * MB, "the download never saved its part state"
     assert not (folder / "model.gguf").exists()
+    deadline = time.monotonic() + 10  # nginx logs the killed request once it notices
+    while time.monotonic() < deadline and not nginx.requests("/slow/model.gguf", method="GET"):
+        time.sleep(0.05)
     before = nginx.bytes_sent("/slow/model.gguf")
     nginx.clear_log()
     nginx.set_rate(0)
