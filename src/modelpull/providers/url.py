@@ -166,7 +166,9 @@ def check_file_name(name: str, where: str) -> str:
     if not name or name in (".", ".."):
         raise UnsafeSource(f"{where} names no file; refusing it (give a URL that ends in the file name)")
     if "/" in name or "\\" in name:
-        raise UnsafeSource(f"{where} names the file {shown}, a path that could lead outside the folder; refusing it")
+        raise UnsafeSource(
+            f"{where} names the file {shown}, a path that could lead outside the folder; refusing it"
+        )
     if _CONTROL.search(name):
         raise UnsafeSource(f"{where} names the file {shown}, with control characters in it; refusing it")
     if name.startswith("."):
