@@ -157,9 +157,7 @@ class TransferEngine:
         self.auth: Auth = auth or NoAuth()
         self.error_for_response = error_for_response
         #: the bandwidth cap every connection of this engine is paced by (shared or not)
-        self.limit = limit if limit is not None else (
-            RateLimit(policy.max_speed) if policy.max_speed else None
-        )
+        self.limit = limit if limit is not None else policy.rate_limit()
         self.links = links
         #: key -> how a file came from a local copy ("hardlink", "reflink", "copy")
         self.copied: dict[str, str] = {}

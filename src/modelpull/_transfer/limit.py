@@ -8,11 +8,12 @@ cap, not only what modelpull reports. One object shared by all the
 connections of a download caps the download; one shared by the jobs of a
 service (``parent``) caps the service, and its rate may change while they run.
 
-The schedule is a virtual clock (the generic cell rate algorithm): every
-``take`` moves the time at which the next byte is due forward by
-``n / rate``; whoever is ahead of it sleeps the difference. A limiter idle for
-a while forgives at most :data:`BURST` seconds of unused allowance, so the rate
-over any few seconds stays within a few percent of the cap.
+The allowance is a token bucket that may go into debt: a chunk is taken
+whole when the bucket is not in debt (a chunk may be larger than the bucket),
+and everyone waits while it is, until the cap has paid it off. A limiter idle
+for a while keeps at most :data:`BURST` seconds of allowance, so the rate over
+any few seconds stays within a few percent of the cap; waiting connections
+look again every :data:`_RECHECK` seconds, so a changed rate applies at once.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ __all__ = ["BURST", "RateLimit", "parse_rate"]
 
 #: seconds of allowance a limiter that was idle may spend at once
 BURST = 0.05
+#: a waiting connection looks at the cap again at least this often (a changed rate applies)
+_RECHECK = 0.1
 #: below this a cap is not a cap but a typo (bytes/s)
 MIN_RATE = 1024
 
@@ -72,13 +75,18 @@ class RateLimit:
 
     ``parent`` is a second cap the same bytes also count against (a service's
     cap over a download's own). Safe to share between tasks, event loops and
-    threads; :attr:`rate` may be changed at any time.
+    threads; :attr:`rate` may be changed at any time and waiting connections
+    follow within :data:`_RECHECK` seconds.
     """
 
-    def __init__(self, rate: float | None = None, parent: RateLimit | None = None) -> None:
+    def __init__(self, rate: float | str | None = None, parent: RateLimit | None = None) -> None:
         self._lock = threading.Lock()
         self._rate = parse_rate(rate)
-        self._due = 0.0  # when the bytes given out so far are paid for (monotonic seconds)
+        #: allowance in bytes; below zero, bytes were given out ahead of the cap and
+        #: everyone waits until the debt is paid
+        self._allowance = 0.0
+        self._refilled = time.monotonic()
+        self._waiting = 0
         self.parent = parent
 
     @property
@@ -89,13 +97,10 @@ class RateLimit:
     def rate(self, value: float | str | None) -> None:
         rate = parse_rate(value)
         with self._lock:
-            now = time.monotonic()
-            if self._rate and rate and self._due > now:
-                # bytes already given out are paid for at the new rate from now on
-                self._due = now + (self._due - now) * self._rate / rate
-            elif not rate:
-                self._due = 0.0
+            self._refill(time.monotonic())
             self._rate = rate
+            if not rate:
+                self._allowance = 0.0
 
     @property
     def active(self) -> bool:
@@ -111,29 +116,41 @@ class RateLimit:
     def busy(self) -> bool:
         """Is someone waiting for allowance right now (the cap is what limits the speed)?"""
         with self._lock:
-            limited = bool(self._rate) and self._due > time.monotonic() + BURST
+            limited = bool(self._rate) and (self._waiting > 0 or self._allowance < 0)
         return limited or (self.parent is not None and self.parent.busy())
 
-    def reserve(self, count: int) -> float:
-        """Take ``count`` bytes' worth of allowance; return the seconds to wait before using it."""
+    def _refill(self, now: float) -> None:
+        if self._rate:
+            self._allowance = min(self._rate * BURST, self._allowance + (now - self._refilled) * self._rate)
+        self._refilled = now
+
+    def _try(self, count: int) -> float:
+        """Take ``count`` bytes if the cap is not in debt (0.0); else the seconds to wait first."""
         with self._lock:
             rate = self._rate
             if not rate:
-                wait = 0.0
-            else:
-                now = time.monotonic()
-                start = max(self._due, now)
-                self._due = start + count / rate
-                wait = self._due - now - BURST
-        if self.parent is not None:
-            wait = max(wait, self.parent.reserve(count))
-        return max(0.0, wait)
+                return 0.0
+            self._refill(time.monotonic())
+            if self._allowance >= 0:
+                self._allowance -= count
+                return 0.0
+            return min(_RECHECK, -self._allowance / rate)
 
     async def take(self, count: int) -> None:
-        """Wait until ``count`` more bytes fit under the cap."""
-        wait = self.reserve(count)
-        if wait > 0:
-            await asyncio.sleep(wait)
+        """Wait until ``count`` more bytes fit under the cap (and under its parent's)."""
+        wait = self._try(count)
+        if wait:
+            with self._lock:
+                self._waiting += 1
+            try:
+                while wait:
+                    await asyncio.sleep(wait)
+                    wait = self._try(count)
+            finally:
+                with self._lock:
+                    self._waiting -= 1
+        if self.parent is not None:
+            await self.parent.take(count)
 
     def __repr__(self) -> str:
         return f"RateLimit(rate={self._rate!r}, parent={self.parent!r})"

@@ -15,7 +15,7 @@ import errno
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import aiohttp
@@ -28,7 +28,7 @@ from ..errors import (
     ServerError,
     TransferTimeout,
 )
-from .limit import parse_rate
+from .limit import RateLimit, parse_rate
 
 log = logging.getLogger("modelpull.transfer")
 
@@ -92,6 +92,14 @@ class TransferPolicy:
     split_tail: bool = True
     #: bytes/s the whole download may use, over all its connections and files (None: no cap)
     max_speed: float | None = None
+    #: a cap shared with other downloads (a service's), on top of ``max_speed``
+    limit: RateLimit | None = field(default=None, compare=False, repr=False)
+
+    def rate_limit(self) -> RateLimit | None:
+        """The cap one download's connections are paced by: its own, within the shared one."""
+        if self.max_speed:
+            return RateLimit(self.max_speed, parent=self.limit)
+        return self.limit
 
     def part_size(self, size: int) -> int:
         part = size // max(1, self.max_parts)

@@ -52,6 +52,7 @@ def _parse_option(raw: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--exclude", "ignore_patterns", multiple=True, help="Glob of files to skip (repeatable).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Hugging Face cache folder.")
 @click.option("--local-dir", type=click.Path(file_okay=False), help="Put Hub files straight into this folder.")
+@click.option("--limit-rate", metavar="RATE", help="Bandwidth cap for the whole download, bytes/s: 20M = 20 MB/s, 500k, 20Mi = 20 MiB/s.")
 @click.option("--option", "-o", "raw_options", multiple=True, metavar="KEY=VALUE", help="Any other provider option.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON event per line.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (files or layers, sizes) and download nothing.")
@@ -66,6 +67,7 @@ def pull(
     ignore_patterns: tuple[str, ...],
     cache_dir: str | None,
     local_dir: str | None,
+    limit_rate: str | None,
     raw_options: tuple[str, ...],
     as_json: bool,
     dry_run: bool,
@@ -84,6 +86,7 @@ def pull(
         ("ignore_patterns", list(ignore_patterns) or None),
         ("cache_dir", cache_dir),
         ("local_dir", local_dir),
+        ("max_speed", limit_rate),
         ("offline", offline),
     ):
         if value:
@@ -396,6 +399,8 @@ class _RichView(_View):
                 self.console.print(Text("↻ " + resume, style="cyan"), soft_wrap=True)
             return
         if status is DownloadStatus.COMPLETE:
+            if self._progress is not None:  # done: the summary replaces the bar
+                self._progress.live.transient = True
             self.close()
             line, detail = self.done_lines(event)
             self.console.print(Text.assemble(("✓ ", "bold green"), line), soft_wrap=True)
