@@ -205,6 +205,7 @@ class _View:
         """
         if self.first is None:
             self.first = self.last = event
+            self.started = time.monotonic()  # the plan is made: the transfer's clock starts
             if event.status is DownloadStatus.STARTING:
                 self._pending_start = event
                 return
