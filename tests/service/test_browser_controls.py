@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -393,8 +394,14 @@ def test_phone_layout(browser, service, olah, hf_front, ollama_emulator, repo_id
         context.close()
 
 
-def test_overview_screenshot_for_the_readme(page, service, olah, hf_front, ollama_emulator, repo_id):
-    """The page as the README shows it: a plan with its picker, a running, a paused and a finished job."""
+def test_overview_screenshot_for_the_readme(page, start_service, olah, hf_front, ollama_emulator):
+    """The page as the README shows it: a plan with its picker, a running, a paused and a finished job.
+
+    ``MODELPULL_UPDATE_DOCS=1`` also writes it to docs/page.png.
+    """
+    cache = Path(tempfile.mkdtemp(prefix="hub-"))  # a short path, as a person's cache has
+    service = start_service(hf_endpoint=hf_front.endpoint, ollama_url=ollama_emulator.base_url,
+                            hf_cache_dir=str(cache))
     gguf = "bartowski-like/Tiny-Chat-GGUF"
     _gguf_repo(olah, gguf)
     _hf_repo(olah, "demo-org/Tiny-Chat-1B", 2 * MB)
@@ -419,6 +426,8 @@ def test_overview_screenshot_for_the_readme(page, service, olah, hf_front, ollam
         shutil.copyfile(path, DOCS / "page.png")
     running.get_by_role("button", name="Cancel").click()
     expect(running).to_have_attribute("data-state", "cancelled")
+    service.stop()
+    shutil.rmtree(cache, ignore_errors=True)
 
 
 # -- helpers ------------------------------------------------------------------------------
