@@ -19,6 +19,8 @@ leaves nothing behind, and nothing is ever written outside ``destination``.
 File modes keep only the permission bits a model file needs: 0o755 when the
 archive marks the file executable, else 0o644 (no setuid, setgid or sticky bit);
 folders are 0o755. Owners and modification times in the archive are ignored.
+Each file is flushed before it gets its final name, and the folders holding
+the new names after (:mod:`modelpull._durable`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Literal, cast
 
+from ._durable import fsync_dirs
 from .errors import IncompatibleModel, UnsafeSource
 from .stores.paths import safe_relative
 
@@ -268,6 +271,7 @@ def _write_file(staging: Path, relative: PurePosixPath, body: IO[bytes], size: i
                 view = view[os.write(fd, view):]
             left -= len(chunk)
         os.fchmod(fd, permissions)
+        os.fsync(fd)  # its bytes on disk before it gets its final name (one flush per file)
     finally:
         os.close(fd)
 
@@ -291,6 +295,7 @@ def _move_into_place(
                 f"{final} exists and is not a regular file; refusing to replace it with a layer's file"
             )
         os.replace(staging.joinpath(*relative.parts), final)
+    fsync_dirs([target, *(target.joinpath(*relative.parent.parts) for relative in files)])
 
 
 def _ensure_folder_chain(target: Path, relative: PurePosixPath) -> None:

@@ -177,6 +177,7 @@ class ProgressReporter:
         self._last_key: tuple[Any, ...] | None = None
         self._samples: deque[tuple[float, int]] = deque()
         self._flow_start: float | None = None
+        self._last_look = self._created
         self._smoothed: float | None = None
         self._smoothed_at = 0.0
         self._files_at: float | None = None
@@ -200,13 +201,12 @@ class ProgressReporter:
         """Smoothed bytes/s since bytes started to flow; None until measurable."""
         if self._flow_start is None:
             if done <= self._initial_done:
+                self._last_look = now
                 return None
             # The first bytes arrived since the last look: measure from that look,
             # not from the plan (connection setup is not transfer time).
-            last_t = self._samples[-1][0] if self._samples else self._created
-            self._flow_start = last_t
-            self._samples.clear()
-            self._samples.append((last_t, self._initial_done))
+            self._flow_start = self._last_look
+            self._samples.append((self._last_look, self._initial_done))
         self._samples.append((now, done))
         while len(self._samples) > 2 and now - self._samples[1][0] >= self.SPEED_WINDOW:
             self._samples.popleft()

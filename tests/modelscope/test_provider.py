@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from modelpull import DownloadProgress, DownloadStatus, download_model, plan_download
-from modelpull.inventory import delete_model, list_models
+from modelpull.inventory import delete_model, list_models, list_partials
 from modelpull.stores.modelscope_cache import ModelScopeCacheStore, read_sdk_index
 from tests.core.test_hf_contract import assert_contract
 from tests.modelscope.conftest import Sdk
@@ -303,6 +303,9 @@ async def test_leaving_the_loop_closes_the_connection_and_the_next_call_resumes(
     sent = ms_server.bytes_sent("weights/model.safetensors")
     await asyncio.sleep(0.5)
     assert ms_server.bytes_sent("weights/model.safetensors") == sent < len(WEIGHTS)
+    partials = {p.file: p for p in list_partials("modelscope", modelscope_cache=str(ms_cache))}
+    assert partials["weights/model.safetensors"].model == "org/tiny"
+    assert 0 < partials["weights/model.safetensors"].present_bytes < len(WEIGHTS)
     ms_server.clear_log()
     ms_server.bytes_per_sec = None
     events, _ = await pull("org/tiny", base_url=ms_server.endpoint)
@@ -364,3 +367,21 @@ async def test_list_and_delete(ms_server: ModelScopeServer, ms_cache: Path, sdk:
     assert [m.name for m in list_models("ms", modelscope_cache=str(ms_cache))] == ["org/theirs"]
     store = ModelScopeCacheStore("org/theirs", cache_dir=str(ms_cache))
     assert store.layout == "snapshots"
+
+
+@pytest.mark.parametrize("hostile", ["../../escape.bin", "/tmp/escape.bin", "a/../../escape.bin", "a\\b.bin"])
+async def test_a_file_list_naming_paths_outside_the_cache_is_refused(
+    ms_server: ModelScopeServer, ms_cache: Path, tmp_path: Path, hostile: str
+) -> None:
+    ms_server.add_model("org", "tiny", FILES)
+
+    def escape(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return entries + [{**entries[-1], "Path": hostile, "Name": hostile.rsplit("/", 1)[-1]}]
+
+    ms_server.listing_hook = escape
+    before = set(tmp_path.rglob("*"))
+    events, _ = await pull("org/tiny", base_url=ms_server.endpoint, ignore_patterns="*.bin")
+    assert events[-1].error_code == "unsafe_source", events[-1].message
+    assert "refusing" in events[-1].message
+    assert ms_server.downloads() == []
+    assert set(tmp_path.rglob("*")) == before

@@ -38,6 +38,12 @@ ACCEPT = (
 )
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
+# 127.0.0.2 is "another host" (a CDN a registry redirects to): never through a proxy.
+for _var in ("NO_PROXY", "no_proxy"):
+    _hosts = [h for h in os.environ.get(_var, "").split(",") if h]
+    if "127.0.0.2" not in _hosts:
+        os.environ[_var] = ",".join([*_hosts, "127.0.0.2"])
+
 
 @dataclass
 class Fetched:

@@ -83,6 +83,8 @@ def assert_contract(events: list[DownloadProgress], total: int | None = None) ->
     last = events[-1]
     if last.status is COMPLETE:
         assert last.percent == 100.0 and last.downloaded_bytes == last.total_bytes and last.path  # 5
+        if (events[0].downloaded_bytes or 0) < (last.total_bytes or 0):  # 6: bytes moved, so they were verified
+            assert DownloadStatus.VERIFYING in statuses
     else:
         assert last.error_code and last.message
 
@@ -419,6 +421,22 @@ async def test_the_docker_hub_token_flow_through_a_local_realm(
     assert {r["service"] for r in mine} == {"registry.docker.io"}
     assert_in_store(root, pushed, f"docker.io/{pushed.repo}:{pushed.tag}")
     assert [m["name"] for m in list_local(root)] == [f"{pushed.repo}:{pushed.tag}"]
+
+
+async def test_basic_auth_and_no_credentials_for_another_host(registry: DockerRegistry, tmp_path: Path) -> None:
+    pushed = build.docker_v01_gguf(registry)
+    with RegistryFront(registry.url, host="127.0.0.2") as cdn, \
+            RegistryFront(registry.url, basic_auth=True, credential="bob:hunter2", redirect_blobs_to=cdn) as front:
+        refused = await pull(name_of(front.netloc, pushed), insecure=True, models_dir=str(tmp_path / "a"))
+        assert refused[-1].error_code == "auth_required", refused[-1].message
+        assert "token" in refused[-1].message
+        events = await pull(name_of(front.netloc, pushed), token="bob:hunter2", insecure=True,
+                            models_dir=str(tmp_path / "b"))
+        assert events[-1].status is COMPLETE, events[-1].message
+        assert any(s.headers.get("Authorization", "").startswith("Basic ") for s in front.seen)
+        assert cdn.blob_requests(), "the blob redirect was not followed"
+        assert not any("Authorization" in s.headers for s in cdn.seen)  # the credential stayed with the registry
+    assert_in_store(tmp_path / "b", pushed, name_of(front.netloc, pushed))
 
 
 async def test_base_url_is_a_mirror_for_default_registry_names_only(

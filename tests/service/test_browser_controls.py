@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -392,8 +394,14 @@ def test_phone_layout(browser, service, olah, hf_front, ollama_emulator, repo_id
         context.close()
 
 
-def test_overview_screenshot_for_the_readme(page, service, olah, hf_front, ollama_emulator, repo_id):
-    """The page as the README shows it: a plan with its picker, a running, a paused and a finished job."""
+def test_overview_screenshot_for_the_readme(page, start_service, olah, hf_front, ollama_emulator):
+    """The page as the README shows it: a plan with its picker, a running, a paused and a finished job.
+
+    ``MODELPULL_UPDATE_DOCS=1`` also writes it to docs/page.png.
+    """
+    cache = Path(tempfile.mkdtemp(prefix="hub-"))  # a short path, as a person's cache has
+    service = start_service(hf_endpoint=hf_front.endpoint, ollama_url=ollama_emulator.base_url,
+                            hf_cache_dir=str(cache))
     gguf = "bartowski-like/Tiny-Chat-GGUF"
     _gguf_repo(olah, gguf)
     _hf_repo(olah, "demo-org/Tiny-Chat-1B", 2 * MB)
@@ -418,6 +426,8 @@ def test_overview_screenshot_for_the_readme(page, service, olah, hf_front, ollam
         shutil.copyfile(path, DOCS / "page.png")
     running.get_by_role("button", name="Cancel").click()
     expect(running).to_have_attribute("data-state", "cancelled")
+    service.stop()
+    shutil.rmtree(cache, ignore_errors=True)
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -471,3 +481,62 @@ def _seconds_left(text: str) -> float:
     match = re.search(r"(?:(\d+)m)?(\d+)s left", text)
     assert match, text
     return int(match.group(1) or 0) * 60 + int(match.group(2))
+
+
+def _leave_partial(repo_id: str, endpoint: str, cache: Path, at_least: int) -> None:
+    """Start a download with the library and leave it half-way: the partial stays on disk."""
+    import asyncio
+
+    from modelpull import download_model
+
+    async def run() -> None:
+        events = download_model("huggingface", repo_id, base_url=endpoint, cache_dir=str(cache))
+        async for event in events:
+            if (event.downloaded_bytes or 0) >= at_least and event.status.value == "downloading":
+                break
+        await events.aclose()  # type: ignore[attr-defined]
+
+    # Playwright's sync API runs a loop in this thread: the download gets a thread of its own.
+    worker = threading.Thread(target=asyncio.run, args=(run(),))
+    worker.start()
+    worker.join(60)
+
+
+def test_unfinished_downloads_are_listed_with_resume_and_discard(page, service, olah, hf_front, repo_id):
+    kept, dropped = repo_id + "-kept", repo_id + "-dropped"
+    for name in (kept, dropped):
+        _hf_repo(olah, name, 2 * MB)
+    rules = [hf_front.throttle(400_000, repo_id=r, path="model.safetensors") for r in (kept, dropped)]
+    cache = service.dirs["hf"]
+    for name in (kept, dropped):
+        _leave_partial(name, hf_front.endpoint, cache, 500_000)
+    for rule in rules:
+        hf_front.remove_rule(rule)
+    page.goto(service.url + "/")
+    box = page.locator("#partials-box")
+    expect(box).to_be_visible()
+    cards = page.locator("#partials .partial")
+    expect(cards).to_have_count(2)
+    first = cards.filter(has=page.locator(".name", has_text=kept))
+    expect(first).to_contain_text("of 2.0 MB on disk")
+    expect(first).to_contain_text("Hugging Face")
+    expect(first).to_contain_text("last activity just now")
+    expect(first.get_by_role("button", name="Resume download")).to_be_visible()
+    expect(first.get_by_role("button", name="Discard unfinished data")).to_be_visible()
+    shot(page, "17-unfinished-downloads")
+
+    # discard one: its partial file goes, the card goes
+    other = cards.filter(has=page.locator(".name", has_text=dropped))
+    page.once("dialog", lambda dialog: dialog.accept())
+    other.get_by_role("button", name="Discard unfinished data").click()
+    expect(cards).to_have_count(1)
+    assert not list((cache / f"models--{dropped.replace('/', '--')}").rglob("*.incomplete"))
+
+    # resume the other: a job that fetches only the rest
+    hf_front.clear_log()
+    first.get_by_role("button", name="Resume download").click()
+    job = _job(page, kept)
+    expect(job).to_have_attribute("data-state", "complete")
+    assert hf_front.file_bytes_sent(kept, "model.safetensors") < 2 * MB - 400_000
+    expect(box).to_be_hidden()
+    expect(page.locator("#models .model", has=page.locator(".name", has_text=kept))).to_have_count(1)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from modelpull import DownloadStatus, download_model, plan_download
-from modelpull.inventory import delete_model, list_models
+from modelpull.inventory import delete_model, list_models, list_partials
 from tests.core.test_hf_contract import assert_contract
 from tests.servers.nginx import Nginx
 from tests.servers.plain_http import PlainFileServer
@@ -194,6 +194,9 @@ async def test_leaving_the_loop_closes_the_connection_and_the_next_call_resumes(
     sent = nginx.bytes_sent("/slow/model.gguf")
     assert 0 < sent < BIG
     assert not (folder / "model.gguf").exists()
+    (partial,) = list_partials("url", url_dir=str(folder))  # modelpull list --partial shows it
+    assert (partial.model, partial.file, partial.total_bytes) == (url, "model.gguf", BIG)
+    assert 0 < partial.present_bytes < BIG
     nginx.clear_log()
     nginx.set_rate(0)  # the rest as fast as it goes
     events, _ = await collect(url, sha256=BIG_SHA, local_dir=str(folder))
@@ -247,6 +250,9 @@ def test_a_killed_cli_pull_resumes_with_range(nginx: Nginx, tmp_path: Path) -> N
     first.communicate(timeout=10)
     assert saved_bytes(folder) >= 1.5 * MB, "the download never saved its part state"
     assert not (folder / "model.gguf").exists()
+    deadline = time.monotonic() + 10  # nginx logs the killed request once it notices
+    while time.monotonic() < deadline and not nginx.requests("/slow/model.gguf", method="GET"):
+        time.sleep(0.05)
     before = nginx.bytes_sent("/slow/model.gguf")
     nginx.clear_log()
     nginx.set_rate(0)

@@ -16,6 +16,7 @@ from .http import (
     retry_after,
     send,
 )
+from .limit import RateLimit, parse_rate
 from .parts import STATE_SUFFIX, PartialFile, present_bytes, read_partial
 from .policy import POLICIES, Retry, TransferPolicy, resolve_policy, retry_request
 
@@ -28,6 +29,7 @@ __all__ = [
     "FileTransfer",
     "NoAuth",
     "PartialFile",
+    "RateLimit",
     "Retry",
     "ServerBusy",
     "TooManyRedirects",
@@ -38,6 +40,7 @@ __all__ = [
     "hex_of",
     "new_hasher",
     "new_session",
+    "parse_rate",
     "present_bytes",
     "read_capped",
     "read_partial",

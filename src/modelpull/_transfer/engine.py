@@ -5,23 +5,31 @@ One file at a time goes like this:
 1. Already at its final path with the right size: nothing to do.
 2. Take the file's lock (another download of the same file, in this process
    or another, holds it: wait, mirroring its progress from its part state).
-3. Load the part state kept beside the partial file, or split the file into
+3. Another store on this machine has the same bytes (the caller's
+   ``copies``): link or copy them next to the final place (``copies``),
+   verify the digest, publish. Nothing goes over the network.
+4. Load the part state kept beside the partial file, or split the file into
    parts (the policy) and reserve its space (``disk_full`` before any byte).
-4. Fetch every unfinished part as its own ``Range`` request. A part whose
-   connection drops, stalls or gets a 5xx/429 is retried from the byte where it
-   stopped, with backoff (or the server's ``Retry-After``); only attempts that
-   make no progress count against ``max_retries``. Whether and when to retry
-   is the policy's decision (:meth:`TransferPolicy.retry`), not the engine's.
-5. Verify the whole file against its digest, then rename it into place. A
+5. Fetch every unfinished part as its own ``Range`` request; how many at
+   once, and who takes over the rest of a part whose connection lags, is the
+   ``scheduler``'s business. A part whose connection drops, stalls or gets a
+   5xx/429 is retried from the byte where it stopped, with backoff (or the
+   server's ``Retry-After``); only attempts that make no progress count
+   against ``max_retries``. Whether and when to retry is the policy's decision
+   (:meth:`TransferPolicy.retry`), not the engine's. Every chunk is paced by
+   the download's bandwidth cap (``limit``) before it counts.
+6. Verify the whole file against its digest, then rename it into place. A
    mismatch discards the partial (``checksum_mismatch``); nothing is published.
 
 Credentials come from an :class:`~modelpull._transfer.auth.Auth` that only
 gives them to their own host; redirects are followed by hand (``http.send``),
 so an ``Authorization`` header never reaches another host.
 
-Beside this module: ``parts`` keeps the part state, ``writer`` the writer and
-hasher threads, ``http`` the sessions and the request loop, ``policy`` every
-limit and the retry decision.
+Beside this module: ``parts`` keeps the part state, ``scheduler`` the
+connections of a file, ``writer`` the writer and hasher threads, ``http`` the
+sessions and the request loop, ``policy`` every limit and the retry decision,
+``limit`` the bandwidth cap, ``links`` what each link did a moment ago,
+``copies`` the local copies.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import asyncio
 import errno
 import logging
 import os
-from collections import deque
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,17 +62,14 @@ from ..errors import (
 )
 from ..progress import ProgressTracker
 from .auth import Auth, NoAuth
-from .hashing import HashCancelled, check_digest, hex_of
+from .copies import place_copy
+from .hashing import HashCancelled, check_digest, hash_fd_range, hex_of, new_hasher
 from .http import describe, retry_after, send
-from .parts import (
-    STATE_SUFFIX,
-    Part,
-    PartState,
-    merge_following_parts,
-    present_bytes,
-    take_following_parts,
-)
+from .limit import RateLimit
+from .links import LINKS, LinkMemory
+from .parts import STATE_SUFFIX, Part, PartState, merge_following_parts, present_bytes
 from .policy import TransferPolicy
+from .scheduler import FileSchedule, Stream
 from .writer import DiskWriter
 
 log = logging.getLogger("modelpull.transfer")
@@ -75,15 +80,8 @@ _FLUSH_BYTES = 1 << 20
 _FLUSH_INTERVAL = 0.05
 #: pwritev takes at most IOV_MAX (1024 on Linux) buffers
 _MAX_IOVEC = 512
-#: when the speed of a file's first connection is first judged, then how often again
-_RAMP_FIRST = 0.1
-_RAMP_INTERVAL = 0.2
-#: connections are multiplied by this while each is slow
-_RAMP_FACTOR = 4
 #: files up to this size are written and hashed on the event loop, without threads
 _SMALL_FILE = 1 << 20
-#: parts a lone fast connection adds to each of its requests
-_ALONE_PARTS = 7
 
 
 @dataclass
@@ -102,6 +100,9 @@ class FileTransfer:
     #: whose file this is (``provider``, ``model``), kept in the part state so partial
     #: downloads can be listed by model
     owner: dict[str, str] = field(default_factory=dict)
+    #: other files on this machine said to hold the same bytes (another store's copy of
+    #: the blob): asked just before the file would be fetched, trusted once verified
+    copies: Callable[[], Iterable[Path]] | None = None
 
     def __post_init__(self) -> None:
         check_digest(self.digest)
@@ -114,14 +115,6 @@ class FileTransfer:
     def state_path(self) -> Path:
         assert self.partial is not None
         return self.partial.with_name(self.partial.name + STATE_SUFFIX)
-
-
-@dataclass
-class _Ramp:
-    """How many connections a file has open, and whether its only one is fast."""
-
-    opened: int = 1
-    alone_and_fast: bool = False
 
 
 class _Retry(Exception):
@@ -155,12 +148,21 @@ class TransferEngine:
         tracker: ProgressTracker,
         auth: Auth | None = None,
         error_for_response: ErrorForResponse | None = None,
+        limit: RateLimit | None = None,
+        links: LinkMemory = LINKS,
     ) -> None:
         self.session = session
         self.policy = policy
         self.tracker = tracker
         self.auth: Auth = auth or NoAuth()
         self.error_for_response = error_for_response
+        #: the bandwidth cap every connection of this engine is paced by (shared or not)
+        self.limit = limit if limit is not None else policy.rate_limit()
+        self.links = links
+        #: key -> how a file came from a local copy ("hardlink", "reflink", "copy")
+        self.copied: dict[str, str] = {}
+        #: tail splits made (the rest of a lagging part given to another connection)
+        self.splits = 0
 
     # ------------------------------------------------------------------ files
 
@@ -186,6 +188,8 @@ class TransferEngine:
         try:
             if self._published(transfer):  # someone else finished it while we waited
                 self.tracker.update(key, transfer.size)
+                return
+            if transfer.copies is not None and await self._from_copy(transfer):
                 return
             await self._fetch_locked(transfer)
         finally:
@@ -281,90 +285,42 @@ class TransferEngine:
                 state.save(transfer.state_path, transfer.key)
 
         saver = asyncio.ensure_future(save_periodically())
+        link = self.links.report(transfer.url)
         if len(pending) > 1:
             # The first response tells whether the server honours Range; until it
             # does, the other parts wait (a server or cache that ignores Range would
-            # send the whole file to every part).
+            # send the whole file to every part). Asked per file, never remembered:
+            # a pull-through cache takes ranges for the blobs it holds, not for the rest.
             state.ranges_ok = asyncio.get_running_loop().create_future()
-        queue = deque(sorted(pending, key=lambda p: p.start))
-        connections = max(1, min(self.policy.max_connections, len(pending)))
-        # Connection i starts when gate i opens: the first at once, the others
-        # when ramp() decides that more connections would be faster.
-        gates = [asyncio.Event() for _ in range(connections)]
-        gates[0].set()
 
-        ramp = _Ramp()
+        async def fetch_part(part: Part, stream: Stream) -> None:
+            await self._run_part(transfer, state, part, writer, stream)
 
-        async def connection(gate: asyncio.Event) -> None:
-            await gate.wait()
-            while queue:
-                part = queue.popleft()
-                if all(p is not part for p in state.parts):
-                    continue  # merged into the part before it
-                if ramp.alone_and_fast:
-                    take_following_parts(state, queue, part, _ALONE_PARTS)
-                await self._run_part(transfer, state, part, writer)
-
-        async def ramp_up() -> None:
-            try:
-                if state.ranges_ok is not None and not await asyncio.shield(state.ranges_ok):
-                    return
-                await self._ramp_up(state, queue, gates, ramp)
-            finally:
-                for gate in gates:  # whoever is left finds the queue empty and returns
-                    gate.set()
-
+        schedule = FileSchedule(state, self.policy, link, fetch_part, self.limit)
         try:
-            await run_all([ramp_up(), *(connection(gate) for gate in gates)])
+            await schedule.run()
         finally:
+            self.splits += schedule.splits
             stop.set()
             saver.cancel()
             await asyncio.gather(saver, return_exceptions=True)
             state.save(transfer.state_path, transfer.key)
 
-    async def _ramp_up(
-        self, state: PartState, queue: deque[Part], gates: list[asyncio.Event], ramp: _Ramp
-    ) -> None:
-        """Open more connections (x4 each time) while each one is slower than ``fast_connection``.
-
-        One connection that is already fast (a LAN, loopback) keeps the file in
-        order, so it is hashed from memory as it arrives, and takes several
-        parts per request; slow connections (a CDN that caps each one) are
-        multiplied up to ``max_connections``.
-        """
-        fast = self.policy.fast_connection
-        if fast is None:
-            for gate in gates:
-                gate.set()
-            return
-        loop = asyncio.get_running_loop()
-        last_time, last_bytes = loop.time(), state.received
-        interval = _RAMP_FIRST
-        while queue and ramp.opened < len(gates):
-            await asyncio.sleep(interval)
-            interval = _RAMP_INTERVAL
-            now, got = loop.time(), state.received
-            per_connection = (got - last_bytes) / max(now - last_time, 1e-3) / ramp.opened
-            last_time, last_bytes = now, got
-            ramp.alone_and_fast = ramp.opened == 1 and per_connection >= fast
-            if per_connection >= fast:
-                continue
-            more = min(ramp.opened * (_RAMP_FACTOR - 1), len(gates) - ramp.opened)
-            for gate in gates[ramp.opened:ramp.opened + more]:
-                gate.set()
-            ramp.opened += more
-
     # ------------------------------------------------------------------ parts
 
     async def _run_part(
-        self, transfer: FileTransfer, state: PartState, part: Part, writer: DiskWriter
+        self, transfer: FileTransfer, state: PartState, part: Part, writer: DiskWriter,
+        stream: Stream,
     ) -> None:
         failures = 0
         reached = part.done  # received and queued for the writer
+        loop = asyncio.get_running_loop()
         while reached < part.end:
             before = reached
+            stream.position = reached
+            stream.restart(loop.time())
             try:
-                reached = await self._stream_part(transfer, state, part, writer)
+                reached = await self._stream_part(transfer, state, part, writer, stream)
                 if reached < part.end:
                     raise _Retry(
                         IncompleteTransfer(
@@ -385,12 +341,18 @@ class TransferEngine:
                     "retrying %s bytes %d-%d in %.1fs: %s",
                     transfer.key, part.done, part.end - 1, retry.delay, failed.error.message,
                 )
+                stream.pausing = True
                 await asyncio.sleep(retry.delay)
 
     async def _stream_part(
-        self, transfer: FileTransfer, state: PartState, part: Part, writer: DiskWriter
+        self, transfer: FileTransfer, state: PartState, part: Part, writer: DiskWriter,
+        stream: Stream,
     ) -> int:
-        """Fetch the rest of ``part`` into the writer's queue; return the offset reached."""
+        """Fetch the rest of ``part`` into the writer's queue; return the offset reached.
+
+        ``part.end`` may move down while this runs (the scheduler gave the rest of
+        the part to another connection): bytes past it are never counted or written.
+        """
         headers = {"Range": f"bytes={part.done}-{part.end - 1}", "Accept-Encoding": "identity"}
         url = URL(transfer.url, encoded=True)
         try:
@@ -409,6 +371,8 @@ class TransferEngine:
             ) from None
         async with response:
             self._check_response(transfer, part, response, await self._error_body(response))
+            if response.status == 206 or part.done > 0 or part.end < transfer.size:
+                self.links.note_ranges(transfer.url, response.status == 206)
             if state.ranges_ok is not None and not state.ranges_ok.done():
                 if response.status == 200:
                     merge_following_parts(state, part)
@@ -420,6 +384,7 @@ class TransferEngine:
             clock = asyncio.get_running_loop().time
             offset = part.done  # where ``buffer`` starts in the file
             skip = part.done if response.status == 200 else 0
+            limit = self.limit if self.limit is not None and self.limit.active else None
             self.tracker.begin(transfer.key)
             try:
                 async for chunk, _ in response.content.iter_chunks():
@@ -429,22 +394,28 @@ class TransferEngine:
                         chunk = chunk[dropped:]
                         if not chunk:
                             continue
-                    room = part.end - offset - buffered
+                    if limit is not None:
+                        await limit.take(len(chunk))
+                    room = part.end - offset - buffered  # after the wait: the end may have moved
                     if room <= 0:
                         break
                     if len(chunk) > room:
                         chunk = chunk[:room]
+                    now = clock()
                     if not buffer:
-                        since = clock()
+                        since = now
                     buffer.append(chunk)
                     buffered += len(chunk)
                     state.received += len(chunk)
+                    stream.advance(offset + buffered, now)
                     self.tracker.update(transfer.key, state.received)
                     if (buffered >= _FLUSH_BYTES or len(buffer) >= _MAX_IOVEC
-                            or clock() - since >= _FLUSH_INTERVAL):
+                            or now - since >= _FLUSH_INTERVAL or offset + buffered >= part.end):
                         await writer.write(offset, buffer, part)
                         offset += buffered
                         buffer, buffered = [], 0
+                        if offset >= part.end:
+                            break
             except asyncio.TimeoutError as exc:
                 raise _Retry(TransferTimeout(
                     f"the download of {transfer.key} stalled (no data for "
@@ -458,7 +429,17 @@ class TransferEngine:
                 self.tracker.end(transfer.key)
                 if buffer:
                     writer.write_nowait(offset, buffer, part)
+                self._remember_speed(transfer, stream, clock())
             return offset + buffered
+
+    def _remember_speed(self, transfer: FileTransfer, stream: Stream, now: float) -> None:
+        """What this connection did, for the next file on the same link."""
+        if stream.first_byte is None:
+            return
+        self.links.note_first_byte(transfer.url, stream.first_byte - stream.sent)
+        speed = stream.average(now)
+        if speed is not None:
+            self.links.note_speed(transfer.url, speed)
 
     async def _error_body(self, response: aiohttp.ClientResponse) -> str:
         if response.status in (200, 206):
@@ -519,6 +500,52 @@ class TransferEngine:
             raise ServerError(f"{where} rejected the byte range for {transfer.key} (HTTP 416)")
         raise ServerError(f"{where} answered HTTP {status}: {body[:200]}")
 
+    # ------------------------------------------------------------------ local copies
+    async def _from_copy(self, transfer: FileTransfer) -> bool:
+        """Publish another store's copy of these bytes, once verified; False if none will do."""
+        assert transfer.partial is not None and transfer.copies is not None
+        try:
+            candidates = list(transfer.copies())
+        except OSError as exc:
+            log.info("could not look for local copies of %s: %s", transfer.key, exc)
+            return False
+        target = transfer.partial.with_name(transfer.partial.name + ".copy")
+        for source in dict.fromkeys(candidates):
+            if source == transfer.dest:
+                continue
+            try:
+                if source.stat().st_size != transfer.size:
+                    continue
+            except OSError:
+                continue
+            self.tracker.current = transfer.key
+            target.unlink(missing_ok=True)
+            cancel = threading.Event()
+            try:
+                how = await asyncio.to_thread(place_copy, source, target)
+                good = await asyncio.to_thread(_has_digest, target, transfer.digest, transfer.size, cancel)
+                if good:
+                    await asyncio.to_thread(replace_durably, target, transfer.dest)
+            except asyncio.CancelledError:
+                cancel.set()
+                target.unlink(missing_ok=True)
+                raise
+            except (OSError, HashCancelled) as exc:
+                log.info("could not use %s for %s: %s", source, transfer.key, exc)
+                target.unlink(missing_ok=True)
+                continue
+            if not good:
+                log.warning(
+                    "%s claims the bytes of %s but its digest differs; not using it", source, transfer.key
+                )
+                target.unlink(missing_ok=True)
+                continue
+            log.info("%s: %s of %s instead of a download", transfer.key, how, source)
+            self.copied[transfer.key] = how
+            self.tracker.update(transfer.key, transfer.size)
+            return True
+        return False
+
     # ------------------------------------------------------------------ verify
 
     async def _verify(self, transfer: FileTransfer, writer: DiskWriter) -> None:
@@ -540,3 +567,16 @@ class TransferEngine:
                 f"{hex_of(transfer.digest)[:16]}…; nothing was kept or published. Run the "
                 "download again to fetch it anew"
             )
+
+
+def _has_digest(path: Path, digest: str, size: int, cancel: threading.Event) -> bool:
+    """Does the file at ``path`` hold exactly ``size`` bytes with this digest? (blocking)"""
+    hasher = new_hasher(digest, size)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if os.fstat(fd).st_size != size:
+            return False
+        hash_fd_range(fd, 0, size, hasher, cancel)
+    finally:
+        os.close(fd)
+    return bool(hasher.hexdigest() == hex_of(digest))

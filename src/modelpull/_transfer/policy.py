@@ -15,7 +15,7 @@ import errno
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import aiohttp
@@ -28,6 +28,7 @@ from ..errors import (
     ServerError,
     TransferTimeout,
 )
+from .limit import RateLimit, parse_rate
 
 log = logging.getLogger("modelpull.transfer")
 
@@ -86,6 +87,19 @@ class TransferPolicy:
     retry_after_max: float = 120.0
     #: how often part state is written beside the partial file
     state_interval: float = 0.5
+    #: once every part is taken, the rest of a part whose connection is far slower than
+    #: its peers (or silent) is split and given to an idle connection (``scheduler``)
+    split_tail: bool = True
+    #: bytes/s the whole download may use, over all its connections and files (None: no cap)
+    max_speed: float | None = None
+    #: a cap shared with other downloads (a service's), on top of ``max_speed``
+    limit: RateLimit | None = field(default=None, compare=False, repr=False)
+
+    def rate_limit(self) -> RateLimit | None:
+        """The cap one download's connections are paced by: its own, within the shared one."""
+        if self.max_speed:
+            return RateLimit(self.max_speed, parent=self.limit)
+        return self.limit
 
     def part_size(self, size: int) -> int:
         part = size // max(1, self.max_parts)
@@ -203,7 +217,9 @@ def _retry_after_of(error: BaseException) -> float | None:
 #: Ollama's own policy (server/download.go): up to 16 parts of 100 MB to 1 GB.
 OLLAMA = TransferPolicy()
 #: One connection per file, for servers that dislike parallel ranges.
-SINGLE = TransferPolicy(name="single", max_parts=1, min_part_size=1, max_part_size=1 << 62)
+SINGLE = TransferPolicy(
+    name="single", max_parts=1, min_part_size=1, max_part_size=1 << 62, split_tail=False
+)
 
 #: Up to Ollama's 16 connections, but over smaller parts taken in file order (the
 #: file fills from the front, so it is hashed while it downloads, and a
@@ -220,7 +236,7 @@ POLICIES: dict[str, TransferPolicy] = {
     "single": SINGLE,
 }
 
-_TUNABLE = {
+_TUNABLE: dict[str, Callable[[Any], Any]] = {
     "max_parts": int,
     "part_size": int,
     "max_connections": int,
@@ -231,6 +247,7 @@ _TUNABLE = {
     "connect_timeout": float,
     "backoff_initial": float,
     "backoff_max": float,
+    "max_speed": parse_rate,
 }
 
 
@@ -257,6 +274,9 @@ def resolve_policy(value: Any = None, **overrides: Any) -> TransferPolicy:
         kind = _TUNABLE.get(key)
         if kind is None:
             raise InvalidOption(f"unknown transfer setting {key!r}")
+        if kind is parse_rate:
+            changes[key] = parse_rate(raw)
+            continue
         try:
             number = kind(raw)
         except (TypeError, ValueError):

@@ -6,6 +6,8 @@ stderr (the message exactly as written), exit status 1.
 
 from __future__ import annotations
 
+import re
+
 import click
 
 from .. import __version__
@@ -26,10 +28,25 @@ def sources_help() -> str:
     return "\n".join(lines)
 
 
+#: the library's words for its arguments, and what they are called on the command line
+_SHELL_WORDS = (
+    (re.compile(r"token=\.\.\. \(or --token\)"), "--token"),
+    (re.compile(r"\btoken=\.\.\."), "--token"),
+    (re.compile(r"(?<![-\w])base_url\b"), "--base-url"),
+)
+
+
+def for_the_shell(message: str) -> str:
+    """A library message as a command-line user reads it (``--token``, not ``token=...``)."""
+    for pattern, replacement in _SHELL_WORDS:
+        message = pattern.sub(replacement, message)
+    return message
+
+
 def print_error(code: str | None, message: str) -> None:
     """The one error format of every command: ``error [code]: message`` on stderr."""
     label = click.style("error", fg="red", bold=True)
-    click.echo(f"{label} [{code or 'error'}]: {message}", err=True)
+    click.echo(f"{label} [{code or 'error'}]: {for_the_shell(message)}", err=True)
 
 
 def fail(code: str | None, message: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import sys
 import time
 from collections.abc import AsyncGenerator
@@ -51,6 +52,7 @@ def _parse_option(raw: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--exclude", "ignore_patterns", multiple=True, help="Glob of files to skip (repeatable).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Hugging Face cache folder.")
 @click.option("--local-dir", type=click.Path(file_okay=False), help="Put Hub files straight into this folder.")
+@click.option("--limit-rate", metavar="RATE", help="Bandwidth cap for the whole download, bytes/s: 20M = 20 MB/s, 500k, 20Mi = 20 MiB/s.")
 @click.option("--option", "-o", "raw_options", multiple=True, metavar="KEY=VALUE", help="Any other provider option.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON event per line.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (files or layers, sizes) and download nothing.")
@@ -65,6 +67,7 @@ def pull(
     ignore_patterns: tuple[str, ...],
     cache_dir: str | None,
     local_dir: str | None,
+    limit_rate: str | None,
     raw_options: tuple[str, ...],
     as_json: bool,
     dry_run: bool,
@@ -83,6 +86,7 @@ def pull(
         ("ignore_patterns", list(ignore_patterns) or None),
         ("cache_dir", cache_dir),
         ("local_dir", local_dir),
+        ("max_speed", limit_rate),
         ("offline", offline),
     ):
         if value:
@@ -201,6 +205,7 @@ class _View:
         """
         if self.first is None:
             self.first = self.last = event
+            self.started = time.monotonic()  # the plan is made: the transfer's clock starts
             if event.status is DownloadStatus.STARTING:
                 self._pending_start = event
                 return
@@ -259,6 +264,11 @@ class _View:
         click.secho(self.interrupted_line(), err=True, fg="yellow")
 
 
+def _left(eta: float) -> str:
+    """Time left, rounded up: 0.4 s left is "1s left", not "0s left"."""
+    return format_duration(math.ceil(eta))
+
+
 def _seconds(value: float) -> str:
     return f"{value:.1f}s" if value < 60 else format_duration(value)
 
@@ -272,7 +282,7 @@ def _progress_line(event: DownloadProgress) -> str:
     if event.speed_bps:
         text += f" at {format_bytes(event.speed_bps)}/s"
     if event.eta_seconds is not None and event.status is DownloadStatus.DOWNLOADING:
-        text += f", {format_duration(event.eta_seconds)} left"
+        text += f", {_left(event.eta_seconds)} left"
     if event.current:
         text += f": {event.current}"
     return text
@@ -340,7 +350,7 @@ class _RichView(_View):
         self._task: Any = None
         self._saved_tty: tuple[int, Any] | None = None
 
-    def _bar(self) -> Any:
+    def _bar(self, event: DownloadProgress) -> Any:
         if self._progress is None:
             from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
             from rich.table import Column
@@ -355,7 +365,10 @@ class _RichView(_View):
                            table_column=Column(no_wrap=True, overflow="ellipsis")),
                 console=self.console,
             )
-            self._task = self._progress.add_task("", total=None, status="", speed="", eta="", current="")
+            self._task = self._progress.add_task(
+                "", total=event.total_bytes, completed=event.downloaded_bytes or 0,
+                status=event.status.value, speed="", eta="", current="",
+            )
             self._quiet_ctrl_c()
             self._progress.start()
         return self._progress
@@ -387,6 +400,8 @@ class _RichView(_View):
                 self.console.print(Text("↻ " + resume, style="cyan"), soft_wrap=True)
             return
         if status is DownloadStatus.COMPLETE:
+            if self._progress is not None:  # done: the summary replaces the bar
+                self._progress.live.transient = True
             self.close()
             line, detail = self.done_lines(event)
             self.console.print(Text.assemble(("✓ ", "bold green"), line), soft_wrap=True)
@@ -400,8 +415,8 @@ class _RichView(_View):
         speed = f"{format_bytes(event.speed_bps)}/s" if event.speed_bps else ""
         eta = ""
         if event.eta_seconds is not None and status is DownloadStatus.DOWNLOADING:
-            eta = f"{format_duration(event.eta_seconds)} left"
-        self._bar().update(
+            eta = f"{_left(event.eta_seconds)} left"
+        self._bar(event).update(
             self._task, total=event.total_bytes, completed=event.downloaded_bytes or 0,
             status=status.value, speed=speed, eta=eta, current=event.current or "",
         )

@@ -55,6 +55,7 @@ def _listable() -> str:
 @click.option("--allow-client-paths", is_flag=True, help="Let requests choose folders (cache_dir, local_dir, ...).")
 @click.option("--keep-finished", default=3600.0, show_default=True, help="Seconds a finished job stays listed.")
 @click.option("--max-running", default=32, show_default=True, type=click.IntRange(1, 1000), help="Downloads running at once.")
+@click.option("--limit-rate", metavar="RATE", help="Bandwidth cap shared by every job, bytes/s: 20M = 20 MB/s, 500k, 20Mi = 20 MiB/s (PUT /settings changes it while jobs run).")
 @click.option("--data-dir", envvar="MODELPULL_DATA_DIR", type=click.Path(file_okay=False),
               help="Folder of the journal that lets jobs outlive the service (or MODELPULL_DATA_DIR; "
                    "default: ~/.local/share/modelpull/service, under XDG_DATA_HOME when set).")
@@ -62,7 +63,7 @@ def _listable() -> str:
 def serve(
     host: str, port: int, api_key: str | None, cors_origins: tuple[str, ...], allowed_hosts: tuple[str, ...],
     allow_client_paths: bool, keep_finished: float, max_running: int, data_dir: str | None, log_level: str,
-    **settings: str | None,
+    limit_rate: str | None = None, **settings: str | None,
 ) -> None:
     """Run the download service and its web page (http://127.0.0.1:8000)."""
     try:
@@ -79,8 +80,8 @@ def serve(
         allowed_hosts=list(allowed_hosts), allow_client_paths=allow_client_paths,
         keep_finished=keep_finished, max_running=max_running, data_dir=data_dir or default_data_dir(), **settings,
     )
-    config = ServiceConfig(**values)
     try:
+        config = ServiceConfig(**values, max_speed=limit_rate)
         config.check()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None

@@ -38,7 +38,8 @@ class Option:
 
     name: str
     #: ``bool``, ``str``, ``int``, ``float``, ``patterns`` (a glob or a list of them),
-    #: ``path`` (a folder on this machine) or ``policy`` (a name or a TransferPolicy)
+    #: ``path`` (a folder on this machine), ``policy`` (a name or a TransferPolicy) or
+    #: ``rate`` (bytes per second: a number or ``20M``)
     type: str
     help: str
     default: Any = None

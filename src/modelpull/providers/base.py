@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import shutil
 from abc import ABC, abstractmethod
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._format import format_bytes
 from .._secrets import Secret
-from .._transfer import TransferPolicy, new_session, resolve_policy
+from .._transfer import RateLimit, TransferPolicy, new_session, resolve_policy
 from ..errors import DiskFull, InvalidOption
 from ..plan import LocalCopy, Plan
 from ..progress import ProgressTracker
@@ -29,6 +30,11 @@ TRANSFER_OPTIONS: tuple[Option, ...] = (
     Option("max_retries", "int", "attempts without progress before a file fails"),
     Option("stall_timeout", "float", "seconds a silent connection may wait before it is retried", 30.0),
     Option("connect_timeout", "float", "seconds to wait for a connection", 30.0),
+    Option("max_speed", "rate", "bandwidth cap of the whole download in bytes/s: a number, or 20M "
+           "(20 MB/s), 500k, 2G, 20Mi (MiB/s); shared by all its connections and files"),
+    Option("backoff_initial", "float", "seconds to wait after a first failed attempt (doubles with each)", 0.5),
+    Option("backoff_max", "float", "the longest wait between two attempts, in seconds", 15.0),
+    Option("request_attempts", "int", "attempts at a metadata request (file list, manifest)", 3),
 )
 #: options every source accepts
 COMMON_OPTIONS: tuple[Option, ...] = (
@@ -55,10 +61,16 @@ class Provider(ABC):
         self.base_url = base_url
         self.opts = dict(options)
         self._session: aiohttp.ClientSession | None = None
+        # max_speed may also be a RateLimit shared with other downloads (a service's cap)
+        shared = self.opts.get("max_speed")
+        shared = shared if isinstance(shared, RateLimit) else None
         self.policy: TransferPolicy = resolve_policy(
             self.opts.get("policy"),
-            **{k: v for k, v in self.opts.items() if k in _TRANSFER_NAMES - {"policy"}},
+            **{k: v for k, v in self.opts.items()
+               if k in _TRANSFER_NAMES - {"policy"} and not (k == "max_speed" and shared)},
         )
+        if shared is not None:
+            self.policy = replace(self.policy, limit=shared)
 
     # -- lifecycle ---------------------------------------------------------
     @property

@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .._secrets import Secret
@@ -37,8 +38,9 @@ from ..stores.lmstudio import lmstudio_store
 from ..stores.modelscope_cache import DEFAULT_REVISION, ModelScopeCacheStore, split_repo_id
 from ..stores.paths import safe_relative
 from ._modelscope_client import ModelScopeClient
+from ._places import scan_partials
 from ._repo import FileSelector, RepoFile, RepoProvider, RepoStore, Selection
-from ._source import LocalModel, Location, Option, Place, Settings, Source
+from ._source import LocalModel, Location, Option, PartialDownload, Place, Settings, Source
 from .base import COMMON_OPTIONS, TRANSFER_OPTIONS, bool_option, patterns_option
 from .gguf import MMPROJ, GgufRef, GgufSelector
 from .huggingface import PatternSelector, hub_revision
@@ -214,6 +216,18 @@ def _repo_of(reference: str) -> str:
     return "/".join(reference.strip().split(":", 1)[0].split("/")[:2])
 
 
+def _partials(settings: Settings) -> list[PartialDownload]:
+    from ..stores import modelscope_cache
+
+    state = modelscope_cache.state_folder(_cache_setting(settings))
+
+    def model_of(path: Path) -> str:  # <owner>--<name>@<key>.incomplete
+        return path.name.split("@", 1)[0].replace("--", "/", 1)
+
+    return scan_partials(sorted(state.glob("*.incomplete")), "modelscope-cache", "modelscope",
+                         model_of, lambda path: "?")
+
+
 def _delete(source: Source, model: str, settings: Settings) -> dict[str, Any]:
     from ..stores import modelscope_cache
 
@@ -229,6 +243,7 @@ MODELSCOPE_CACHE = Place(
     list=_list,
     delete=_delete,
     same_model=lambda a, b: _repo_of(a).lower() == _repo_of(b).lower(),
+    partials=_partials,
 )
 
 MODELSCOPE = Source(

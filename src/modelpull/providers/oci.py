@@ -302,11 +302,8 @@ class OciProvider(Provider):
             store.write_blob(config.digest, detail.config_bytes)
         tracker.update(detail.keys[config.digest], config.size)
         await engine.fetch_all(self._transfer(layer, detail.keys[layer.digest]) for layer in detail.layers)
-        missing = [layer for layer in detail.layers if not store.has_blob(layer.digest, layer.size)]
-        if missing:
-            raise ModelNotFound(
-                f"blob {missing[0].digest[:19]}… vanished from {store.blobs} during the pull; run it again"
-            )
+        if any(not store.has_blob(layer.digest, layer.size) for layer in detail.layers):
+            raise self._vanished()
         self._say_unpacking(tracker, detail, artifact)
         tags = [tag for tag in (self.ref.stored_tag,) if tag is not None]
 
@@ -315,13 +312,17 @@ class OciProvider(Provider):
             try:
                 folder = store.build_bundle(detail.model_id, artifact, detail.config_bytes)
                 store.write_model(detail.manifest, tags)
-            except RuntimeError:  # a blob was deleted under us (another process removing a model)
-                raise ModelNotFound(
-                    f"a blob of {self.ref.short} vanished from {store.blobs} during the pull; run it again"
-                ) from None
+            except RuntimeError:  # a blob missing after all: another process removed a model using it
+                raise self._vanished() from None
             return folder
 
         return str(await asyncio.to_thread(publish))
+
+    def _vanished(self) -> ModelNotFound:
+        return ModelNotFound(
+            f"a blob of {self.ref.short} vanished from {self.store.blobs} during the pull (another process "
+            "removed a model using it); run the download again"
+        )
 
     async def _fetch_into_folder(
         self, detail: OciPlanDetail, artifact: ModelArtifact, config: Descriptor,

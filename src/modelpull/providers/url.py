@@ -82,8 +82,9 @@ from ..errors import (
 from ..plan import Plan, PlanDetail, PlanItem
 from ..progress import ProgressTracker
 from ..stores.paths import FileSlot, join_inside
+from ._places import scan_partials
 from ._repo import file_has_digest
-from ._source import LocalModel, Location, Option, Place, Settings, Source
+from ._source import LocalModel, Location, Option, PartialDownload, Place, Settings, Source
 from .base import COMMON_OPTIONS, TRANSFER_OPTIONS, Provider, str_option
 
 if TYPE_CHECKING:
@@ -165,7 +166,9 @@ def check_file_name(name: str, where: str) -> str:
     if not name or name in (".", ".."):
         raise UnsafeSource(f"{where} names no file; refusing it (give a URL that ends in the file name)")
     if "/" in name or "\\" in name:
-        raise UnsafeSource(f"{where} names the file {shown}, a path that could lead outside the folder; refusing it")
+        raise UnsafeSource(
+            f"{where} names the file {shown}, a path that could lead outside the folder; refusing it"
+        )
     if _CONTROL.search(name):
         raise UnsafeSource(f"{where} names the file {shown}, with control characters in it; refusing it")
     if name.startswith("."):
@@ -394,6 +397,7 @@ class UrlProvider(Provider):
         transfer = FileTransfer(
             url=str(self.url), dest=slot.final, size=size, digest=digest, key=name,
             partial=slot.partial, lock=slot.lock, trust_existing=local,
+            owner={"provider": self.name, "model": self.model},
         )
         present = size if local else present_bytes(transfer)
         shown_digest = f"sha256:{known or self.sha256}" if (known or self.sha256) else None
@@ -588,6 +592,8 @@ def _validator(headers: CIMultiDictProxy[str]) -> str | None:
 
 def _build(source: Source, model: str, token: Secret | None, base_url: str | None,
            options: dict[str, Any]) -> UrlProvider:
+    if base_url:
+        raise InvalidOption(f"provider {source.name!r} takes no base_url: the URL is the address")
     return UrlProvider(source, model, token, options)
 
 
@@ -612,6 +618,15 @@ def name_of(reference: str) -> str:
     return unquote(text.rsplit("/", 1)[-1])
 
 
+def _partials(settings: Settings) -> list[PartialDownload]:
+    folder = _folder_of(settings)
+
+    def name(path: Path) -> str:  # <name>.<key>.incomplete
+        return path.name.removesuffix(".incomplete").rsplit(".", 1)[0]
+
+    return scan_partials(_files(folder.state, ".incomplete"), "url", "url", name, name)
+
+
 def _delete(source: Source, model: str, settings: Settings) -> dict[str, Any]:
     name = name_of(model)
     freed = _folder_of(settings).delete(name)
@@ -625,6 +640,7 @@ URL_FILES = Place(
     list=lambda settings: _folder_of(settings).list(),
     delete=_delete,
     same_model=lambda a, b: name_of(a) == name_of(b),
+    partials=_partials,
 )
 
 URL_SOURCE = Source(

@@ -7,7 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .._transfer import parse_rate
 from ..api import SOURCES, source_defaults
+from ..errors import ModelpullError
 from ._journal import DATA_DIR_ENV, Journal, JournalError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -22,6 +24,13 @@ PATH_OPTIONS = SOURCES.path_options()
 
 class ConfigError(ValueError):
     """The service cannot start with these settings."""
+
+
+def _rate(value: float | str | None) -> float | None:
+    try:
+        return parse_rate(value)
+    except ModelpullError as exc:
+        raise ConfigError(exc.message) from None
 
 
 def is_loopback(host: str) -> bool:
@@ -61,6 +70,7 @@ class ServiceConfig:
         max_running: int = 32,
         max_body: int = MAX_BODY,
         data_dir: str | os.PathLike[str] | None = None,
+        max_speed: float | str | None = None,
         **settings: str | None,
     ) -> None:
         known = {location.name for location in SOURCES.locations()}
@@ -77,6 +87,8 @@ class ServiceConfig:
         self.max_running = max_running
         self.max_body = max_body
         self.data_dir = Path(data_dir).expanduser() if data_dir else None
+        #: the bandwidth cap (bytes/s) shared by every job at start; changeable while it runs
+        self.max_speed = _rate(max_speed)
         self.settings: dict[str, str] = {k: str(v) for k, v in settings.items() if v}
 
     def __getattr__(self, name: str) -> str | None:

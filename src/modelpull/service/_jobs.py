@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .._secrets import Secret, as_secret
+from .._transfer import RateLimit
 from ..api import check_download, download_model
 from ..errors import ModelpullError
 from ..progress import DownloadStatus
@@ -187,6 +188,8 @@ class Job:
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listeners: list[Any] = []
+        #: the service's bandwidth cap this job's transfer is paced by (set by its manager)
+        self.limit: RateLimit | None = None
         self._stop_reason: str | None = None
 
     @classmethod
@@ -342,7 +345,8 @@ class Job:
         request = self.request
         token = request.token.reveal() if request.token else None
         events = download_model(
-            request.provider, request.model, token=token, base_url=request.base_url, **request.options
+            request.provider, request.model, token=token, base_url=request.base_url,
+            **with_service_cap(request.options, self.limit),
         )
         del token
         terminal = False
@@ -440,6 +444,14 @@ class Job:
             await asyncio.wait({self._task})
 
 
+def with_service_cap(options: dict[str, Any], limit: RateLimit | None) -> dict[str, Any]:
+    """A job's options with the service's cap: the job's own ``max_speed``, if any, within it."""
+    if limit is None:
+        return options
+    own = options.get("max_speed")
+    return {**options, "max_speed": RateLimit(own, parent=limit) if own else limit}
+
+
 class TooManyJobs(Exception):
     """More downloads are running than the service allows."""
 
@@ -459,7 +471,10 @@ class JobManager:
         max_finished: int = MAX_FINISHED,
         max_events: int = MAX_EVENTS,
         journal: Journal | None = None,
+        limit: RateLimit | None = None,
     ) -> None:
+        #: the service's bandwidth cap, shared by every job (its rate may change at any time)
+        self.limit = limit
         self.keep_finished = keep_finished
         self.max_running = max_running
         self.max_finished = max_finished
@@ -502,6 +517,7 @@ class JobManager:
             )
 
     def _adopt(self, job: Job) -> None:
+        job.limit = self.limit
         job._listeners.append(self._on_change)
         self._jobs[job.id] = job
 

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from .._secrets import as_secret
+from .._transfer import RateLimit
 from ..api import SOURCES, check_download, plan_download
 from ..errors import ModelpullError
 from ..inventory import delete_model, discard_partials, list_partials, scan_inventory
@@ -66,6 +67,8 @@ class ServiceState:
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
         self._manager: JobManager | None = None
+        #: the bandwidth cap shared by every job; ``PUT /settings`` changes its rate
+        self.limit = RateLimit(config.max_speed)
 
     def manager(self) -> JobManager:
         loop = asyncio.get_running_loop()
@@ -76,6 +79,7 @@ class ServiceState:
             self._manager = JobManager(
                 keep_finished=self.config.keep_finished, max_running=self.config.max_running,
                 journal=Journal(data_dir) if data_dir is not None else None,
+                limit=self.limit,
             )
         return self._manager
 
@@ -226,6 +230,21 @@ def _flag(request: Request, name: str) -> bool:
     return request.query_params.get(name, "").lower() in ("1", "true", "yes", "on")
 
 
+def settings_view(state: ServiceState) -> dict[str, Any]:
+    return {"max_speed": state.limit.rate}
+
+
+def apply_settings(data: Any, state: ServiceState) -> None:
+    """``{"max_speed": 20000000 | "20M" | null}``: the cap in bytes/s, null for none."""
+    if not isinstance(data, dict) or not data or set(data) - {"max_speed"}:
+        raise _invalid('the body must be {"max_speed": bytes per second, e.g. "20M" (20 MB/s), or null}')
+    value = data["max_speed"]
+    if isinstance(value, bool) or not (value is None or isinstance(value, (int, float, str))):
+        raise _invalid('max_speed must be a number of bytes per second, a string such as "20M", or null')
+    state.limit.rate = value  # an unreadable rate is invalid_option
+    log.info("bandwidth cap set to %s", f"{state.limit.rate:.0f} bytes/s" if state.limit.rate else "none")
+
+
 def _stream_format(request: Request) -> str:
     fmt = request.query_params.get("format", "").lower()
     if fmt in ("ndjson", "jsonl"):
@@ -321,6 +340,19 @@ def create_router(
             item["default_base_url"] = base_url
             items.append(item)
         return JSONResponse({"providers": items, "auth": bool(config.api_key)})
+
+    @router.get("/settings")
+    @api
+    async def get_settings(request: Request) -> Response:
+        """Settings that may change while the service runs: the bandwidth cap."""
+        return JSONResponse(settings_view(state))
+
+    @router.put("/settings")
+    @api
+    async def put_settings(request: Request) -> Response:
+        """Change the bandwidth cap every job shares (running jobs follow at once)."""
+        apply_settings(await _read_json(request, config.max_body), state)
+        return JSONResponse(settings_view(state))
 
     @router.post("/plan")
     @api

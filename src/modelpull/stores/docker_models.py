@@ -20,8 +20,9 @@ index entry with its tags. Docker Model Runner writes the entry and then adds
 the tags in a second write; one write with both leaves the same file and one
 less moment in which the model is listed without its tag. A tag moves: it is
 taken off any other model that had it, as ``docker model tag`` does. Every JSON
-file is written to a temporary file, fsynced and renamed. ``models.json`` is
-rewritten under a file lock (``.modelpull/models.json.lock``) so two modelpull
+file is written to a temporary file, fsynced and renamed, and its folder
+fsynced. ``models.json`` is rewritten under a file lock
+(``.modelpull/models.json.lock``) so two modelpull
 processes never lose each other's entries; Docker Model Runner itself takes no
 lock, so a ``docker model pull`` racing with us at the very same instant could
 still drop one entry.
@@ -67,6 +68,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from .._durable import fsync_dirs
 from .._oci import DOCKER_HUB, DOCKER_HUB_NAMESPACE, Descriptor, digest_hex, parse_reference
 from .._oci import parse_manifest as _parse_manifest
 from .._oci.artifacts import (
@@ -222,10 +224,12 @@ class DockerModelStore:
                 _lay_out(inside, artifact.layers, self.blob_path, staging_in=staging)
                 runtime = runtime_config(artifact, config)
                 if runtime is not None:
-                    (staging / "config.json").write_bytes(runtime)
+                    _write_atomically(staging / "config.json", runtime)
+                fsync_dirs([inside, staging])  # the hard links and names inside, before the bundle's own name
                 if final.exists():  # an old or broken bundle: Docker Model Runner replaces it too
                     shutil.rmtree(final)
                 os.rename(staging, final)
+                fsync_dirs([final.parent])
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         return folder
@@ -711,3 +715,4 @@ def _write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    fsync_dirs([path.parent])

@@ -52,6 +52,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from .._durable import write_atomic
 from ..errors import InvalidModel, ModelNotFound
 from .paths import FileSlot, join_inside, safe_relative
 
@@ -77,6 +78,11 @@ def _cache_root(cache_dir: str | os.PathLike[str] | None) -> tuple[Path, Path]:
         return root, root
     root = default_cache_dir()
     return root, root if os.environ.get("MODELSCOPE_CACHE") else root / "hub"
+
+
+def state_folder(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where modelpull keeps partial files, locks and records for a cache."""
+    return _cache_root(cache_dir)[0] / STATE_FOLDER
 
 
 def split_repo_id(repo_id: object) -> tuple[str, str]:
@@ -129,6 +135,7 @@ class ModelScopeCacheStore:
         ]
         self.snapshots = self.root / "models" / f"{self.owner}--{self.name}" / "snapshots"
         self.local_dir = Path(local_dir).expanduser() if local_dir else None
+        self._record: tuple[tuple[int, int, int], dict[str, list[Any]]] | None = None
         if self.local_dir is not None:
             self.root = self.local_dir
             self.state = self.local_dir / STATE_FOLDER
@@ -225,12 +232,12 @@ class ModelScopeCacheStore:
         with FileLock(str(self.state / f"{_state_prefix(self.owner, self.name)}publish.lock")):
             if self.layout == "one-folder":
                 self._write_sdk_index(commit, revision, files, file_commits or {}, created_at)
-            verified = self._verified()
+            verified = dict(self._verified())
             for path, sha256 in files:
                 stat = join_inside(self.folder, path).stat()
                 verified[path] = [stat.st_size, stat.st_mtime_ns, sha256]
             record = {"folder": str(self.folder), "files": verified}
-            _write_atomic(self._record_path(), json.dumps(record, sort_keys=True).encode())
+            write_atomic(self._record_path(), json.dumps(record, sort_keys=True).encode())
         return self.folder
 
     def _write_sdk_index(
@@ -245,24 +252,32 @@ class ModelScopeCacheStore:
         entries = [e for e in read_sdk_index(self.folder) if e.get("Path") not in published]
         entries += [{"Path": path, "Revision": file_commits.get(path, commit)} for path, _ in files]
         # protocol 4: readable by every Python the old SDK runs on
-        _write_atomic(self.folder / INDEX_FILE, pickle.dumps(entries, protocol=4))
+        write_atomic(self.folder / INDEX_FILE, pickle.dumps(entries, protocol=4))
         meta = {"id": f"{self.owner}/{folder_name(self.name)}"}
-        _write_atomic(self.folder / META_FILE, pickle.dumps(meta, protocol=4))
+        write_atomic(self.folder / META_FILE, pickle.dumps(meta, protocol=4))
         when = int(time.time()) if created_at is None else created_at
-        _write_atomic(self.folder / VERSION_FILE, f"Revision:{revision},CreatedAt:{when}".encode())
+        write_atomic(self.folder / VERSION_FILE, f"Revision:{revision},CreatedAt:{when}".encode())
 
     def _record_path(self) -> Path:
         return self.state / f"{_state_prefix(self.owner, self.name)}verified.json"
 
     def _verified(self) -> dict[str, list[Any]]:
+        """The record of what this store published (read again only when it changed)."""
+        path = self._record_path()
         try:
-            record = json.loads(self._record_path().read_text())
+            stat = path.stat()
+            version = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+            if self._record is not None and self._record[0] == version:
+                return self._record[1]
+            record = json.loads(path.read_text())
         except (OSError, ValueError):
             return {}
-        if not isinstance(record, dict) or record.get("folder") != str(self.folder):
-            return {}
-        files = record.get("files")
-        return files if isinstance(files, dict) else {}
+        mine = isinstance(record, dict) and record.get("folder") == str(self.folder)
+        files = record.get("files") if mine else None
+        if not isinstance(files, dict):
+            files = {}
+        self._record = (version, files)
+        return files
 
 
 # -- the old SDK's index, read without running pickled code -----------------------
@@ -453,12 +468,6 @@ def _sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 __all__ = [
     "DEFAULT_REVISION",
     "ModelScopeCacheStore",
@@ -469,4 +478,5 @@ __all__ = [
     "list_local",
     "read_sdk_index",
     "split_repo_id",
+    "state_folder",
 ]

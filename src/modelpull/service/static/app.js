@@ -511,8 +511,8 @@ function upsertJob(job) {
   renderButtons(entry);
   renderFiles(entry);
   updateClearButton();
-  if (state === "complete" && card.dataset.counted !== "1") {
-    card.dataset.counted = "1";
+  if (state !== "running" && card.dataset.counted !== state) {
+    card.dataset.counted = state;
     scheduleInventory();
   }
 }
@@ -746,6 +746,7 @@ async function loadInventory() {
     $("inventory-notes").textContent = pagePhrase(e.message, "form");
     return;
   }
+  loadPartials();
   const list = $("models");
   list.textContent = "";
   for (const m of data.models) list.appendChild(modelCard(m));
@@ -794,6 +795,96 @@ function modelCard(m) {
   return card;
 }
 $("refresh").addEventListener("click", loadInventory);
+
+// ---- unfinished downloads ------------------------------------------------------------------
+function fmtAgo(seconds) {
+  const s = Math.max(0, Date.now() / 1000 - seconds);
+  if (s < 90) return "just now";
+  if (s < 5400) return Math.round(s / 60) + " min ago";
+  if (s < 129600) return Math.round(s / 3600) + " h ago";
+  return Math.round(s / 86400) + " days ago";
+}
+
+async function loadPartials() {
+  let data;
+  try {
+    data = await api("/models?partial=true");
+  } catch (e) {
+    $("partials-box").hidden = true;
+    return;
+  }
+  const busy = new Set();
+  for (const entry of jobs.values()) {
+    if (entry.job && entry.job.state === "running") busy.add(entry.job.provider + " " + entry.job.model);
+  }
+  const groups = new Map();
+  for (const p of data.partials || []) {
+    const key = p.provider + " " + p.model;
+    if (busy.has(key)) continue; // its job card tells its progress
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(p);
+  }
+  const list = $("partials");
+  list.textContent = "";
+  for (const parts of groups.values()) list.append(partialCard(parts));
+  $("partials-box").hidden = groups.size === 0;
+}
+
+function partialCard(parts) {
+  const first = parts[0];
+  const known = first.model && first.model !== "?";
+  const card = el("li", "card partial");
+  card.dataset.provider = first.provider;
+  card.dataset.name = first.model;
+  const top = el("div", "top");
+  const left = el("div", "who");
+  left.append(el("div", "name", known ? first.model : "Unknown model (" + parts.length + " unfinished file"
+    + (parts.length > 1 ? "s" : "") + ")"));
+  const present = parts.reduce((n, p) => n + p.present_bytes, 0);
+  const totals = parts.every((p) => p.total_bytes !== null) ? parts.reduce((n, p) => n + p.total_bytes, 0) : null;
+  const source = sourceOf(first.provider);
+  let text = fmtBytes(present) + (totals ? " of " + fmtBytes(totals) : "") + " on disk";
+  text += " · " + (source ? source.title : first.provider);
+  text += " · last activity " + fmtAgo(Math.max(...parts.map((p) => p.modified)));
+  if (first.left_by !== "modelpull") text += " · left by " + first.left_by;
+  left.append(el("div", "sub", text));
+  const files = el("div", "sub", parts.map((p) => p.file).join(", "));
+  left.append(files);
+  const buttons = el("div", "buttons");
+  if (known) {
+    const resume = button("Resume download", "", async () => {
+      resume.disabled = true;
+      try {
+        const body = { provider: first.provider, model: first.model };
+        const data = await api("/downloads", { method: "POST", body: JSON.stringify(body) });
+        upsertJob(data.job);
+        card.remove();
+      } catch (e) {
+        resume.disabled = false;
+        setRichText(files, pagePhrase(e.message, "form"));
+      }
+    });
+    const discard = button("Discard unfinished data", "danger", async () => {
+      if (!confirm("Discard the " + fmtBytes(present) + " downloaded so far of " + first.model
+                   + "? A later download starts from zero.")) return;
+      discard.disabled = true;
+      const path = first.model.split("/").map(encodeURIComponent).join("/");
+      try {
+        await api("/models/" + encodeURIComponent(first.provider) + "/" + path + "?partial=true",
+                  { method: "DELETE" });
+        card.remove();
+        scheduleInventory();
+      } catch (e) {
+        discard.disabled = false;
+        setRichText(files, pagePhrase(e.message, "form"));
+      }
+    });
+    buttons.append(resume, discard);
+  }
+  top.append(left, buttons);
+  card.append(top);
+  return card;
+}
 
 // ---- start -----------------------------------------------------------------------------
 async function boot() {
