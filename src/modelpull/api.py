@@ -61,7 +61,10 @@ def make_provider(
         raise InvalidOption("token must be a string") from None
     if not isinstance(model, str):
         model = "" if model is None else model
-    return source.build(source, model, secret, base_url or None, options)  # type: ignore[arg-type]
+    prov = source.build(source, model, secret, base_url or None, options)  # type: ignore[arg-type]
+    if base_url and source.base_url_help is None:  # checked after the model, which comes first
+        raise InvalidOption(f"provider {source.name!r} takes no base_url; the model names where it comes from")
+    return prov
 
 
 def check_download(
@@ -213,10 +216,9 @@ async def download_model(
         fetched = [item for item in plan.items if not item.local]
         if fetched and not verifying_shown:
             # Verification ran while the bytes arrived; say so before the end.
-            count = f"{len(fetched)} file{'s' if len(fetched) > 1 else ''}"
-            message = f"Verified {count} of {prov.model} against their digests"
+            message = prov.verified_message(plan, fetched)
             yield _scrub(reporter.event(DownloadStatus.VERIFYING, message, force=True), secrets)
-        yield _scrub(reporter.complete(f"Downloaded {prov.model} to {path}", path), secrets)
+        yield _scrub(reporter.complete(prov.complete_message(plan, path), path), secrets)
     except ModelpullError as exc:
         if not started:
             yield _scrub(reporter.event(DownloadStatus.STARTING, f"Starting download of {model!s:.100}", force=True), secrets)

@@ -205,7 +205,8 @@ class ModelScopeClient:
         # Files carry the commit that last changed each of them; the newest is the revision's head.
         commit = newest[1] if newest else asked
         return RepoListing(
-            commit, sorted(described, key=lambda f: f.path), file_commits=file_commits, ref=asked
+            commit, sorted(described, key=lambda f: f.path), tree=_tree(blobs), file_commits=file_commits,
+            ref=asked,
         )
 
     async def _walk(
@@ -438,3 +439,14 @@ __all__ = [
     "ModelScopeClient",
     "resolve_endpoint",
 ]
+
+
+def _tree(blobs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]] | None:
+    """The whole repo's listing (path -> size and sha256), kept with a download for offline runs."""
+    tree: dict[str, dict[str, Any]] = {}
+    for path, entry in blobs.items():
+        size, sha256 = entry.get("Size"), entry.get("Sha256")
+        if not isinstance(size, int) or not isinstance(sha256, str) or not _HEX64.fullmatch(sha256):
+            return None
+        tree[path] = {"size": size, "lfs_sha256": sha256}
+    return tree

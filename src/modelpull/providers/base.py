@@ -12,7 +12,7 @@ from .._format import format_bytes
 from .._secrets import Secret
 from .._transfer import RateLimit, TransferPolicy, new_session, resolve_policy
 from ..errors import DiskFull, InvalidOption
-from ..plan import LocalCopy, Plan
+from ..plan import LocalCopy, Plan, PlanItem
 from ..progress import ProgressTracker
 from ._source import Option
 
@@ -109,6 +109,14 @@ class Provider(ABC):
 
     def starting_message(self, plan: Plan) -> str:
         return f"Downloading {plan.model} from {self.name}: {plan.summary()}"
+
+    def verified_message(self, plan: Plan, fetched: list[PlanItem]) -> str:
+        """The VERIFYING event said before COMPLETE when the files were checked as they arrived."""
+        count = f"{len(fetched)} file{'s' if len(fetched) > 1 else ''}"
+        return f"Verified {count} of {self.model} against their digests"
+
+    def complete_message(self, plan: Plan, path: str) -> str:
+        return f"Downloaded {self.model} to {path}"
 
     def progress_message(self, tracker: ProgressTracker) -> str:
         if tracker.current:

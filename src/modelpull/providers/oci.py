@@ -77,11 +77,13 @@ from ..errors import (
     InvalidModel,
     InvalidOption,
     ModelNotFound,
+    ModelpullError,
 )
-from ..plan import Plan, PlanDetail, PlanItem
+from ..plan import LocalCopy, Plan, PlanDetail, PlanItem
 from ..progress import ProgressTracker
 from ..stores.docker_models import DockerModelStore, ModelFolder, delete_local, list_local
-from ._source import LocalModel, Location, Option, Place, Settings, Source
+from ._places import scan_partials
+from ._source import LocalModel, Location, Option, PartialDownload, Place, Settings, Source
 from .base import COMMON_OPTIONS, TRANSFER_OPTIONS, Provider, bool_option
 
 __all__ = ["DOCKER_MODELS", "DOCKER_MODELS_DIR", "OCI", "OciProvider"]
@@ -133,6 +135,29 @@ class OciProvider(Provider):
             realm_hosts = (DOCKER_HUB_AUTH,) if self.registry.host == DOCKER_HUB_REGISTRY else ()
             self._client = OciClient(self.session, self.registry, self.policy, self.token, realm_hosts)
         return self._client
+
+    # -- what is on disk ------------------------------------------------------
+    async def local_copy(self) -> LocalCopy | None:
+        """The model in Docker Model Runner's store (by tag, or by digest: then pinned)."""
+        if self.folder is not None:
+            return None
+        try:
+            stored = await asyncio.to_thread(self.store.read_model, self.model)
+        except (ModelpullError, OSError):
+            return None
+        items = []
+        for blob in stored.blobs:
+            here = self.store.has_blob(blob.digest, blob.size)
+            items.append(PlanItem(
+                "config" if blob is stored.blobs[0] else f"layer {digest_hex(blob.digest)[:12]}", blob.size,
+                blob.digest, local=here, present_bytes=blob.size if here else 0,
+                kind="config" if blob is stored.blobs[0] else "layer",
+            ))
+        folder = self.store.model_folder(stored.id)
+        if not folder.is_dir():  # the runtime view is part of a complete copy
+            items.append(PlanItem("runtime bundle", 0, None, local=False))
+        plan = Plan(self.name, self.ref.short, items, destination=str(folder), revision=self.ref.digest or self.ref.tag)
+        return LocalCopy(plan, str(folder), stored.manifest_path.stat().st_mtime, pinned=self.ref.digest is not None)
 
     # -- plan --------------------------------------------------------------
     async def plan(self) -> Plan:
@@ -244,18 +269,19 @@ class OciProvider(Provider):
 
     def _transfer(self, layer: ArtifactLayer, key: str) -> FileTransfer:
         url = self.client.blob_url(self.ref.repository, layer.digest)
+        owner = {"provider": self.name, "model": self.ref.short}
         if self.folder is None:
             return FileTransfer(url=url, dest=self.store.blob_path(layer.digest), size=layer.size,
                                 digest=layer.digest, key=key, partial=self.store.partial_path(layer.digest),
-                                lock=self.store.lock_path(layer.digest))
+                                lock=self.store.lock_path(layer.digest), owner=owner)
         if isinstance(layer.placement, FilePlacement):
             # Straight to its place; what is there already counts only when the folder's notes vouch for it.
             return FileTransfer(url=url, dest=self.folder.file_path(layer.placement.path), size=layer.size,
                                 digest=layer.digest, key=key, partial=self.folder.partial_path(layer.digest),
-                                lock=self.folder.lock_path(layer.digest), trust_existing=False)
+                                lock=self.folder.lock_path(layer.digest), trust_existing=False, owner=owner)
         return FileTransfer(url=url, dest=self.folder.blob_path(layer.digest), size=layer.size,
                             digest=layer.digest, key=key, partial=self.folder.partial_path(layer.digest),
-                            lock=self.folder.lock_path(layer.digest))
+                            lock=self.folder.lock_path(layer.digest), owner=owner)
 
     # -- fetch -------------------------------------------------------------
     async def fetch(self, plan: Plan, tracker: ProgressTracker) -> str:
@@ -456,6 +482,16 @@ def same_model(a: str, b: str) -> bool:
     return first.tag == second.tag or first.tag is None or second.tag is None
 
 
+def _partials(settings: Settings) -> list[PartialDownload]:
+    store = DockerModelStore(_store_folder(settings))
+    if not store.work.is_dir():
+        return []
+    return scan_partials(
+        sorted(p for p in store.work.iterdir() if p.name.endswith(".partial")), "docker-models", "oci",
+        lambda path: "?", lambda path: "layer " + path.name.removeprefix("sha256-")[:12],
+    )
+
+
 DOCKER_MODELS = Place(
     name="docker-models",
     title="Docker Model Runner",
@@ -463,6 +499,7 @@ DOCKER_MODELS = Place(
     list=_list,
     delete=_delete,
     same_model=same_model,
+    partials=_partials,
 )
 
 

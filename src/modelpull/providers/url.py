@@ -79,7 +79,7 @@ from ..errors import (
     TransferTimeout,
     UnsafeSource,
 )
-from ..plan import Plan, PlanDetail, PlanItem
+from ..plan import LocalCopy, Plan, PlanDetail, PlanItem
 from ..progress import ProgressTracker
 from ..stores.paths import FileSlot, join_inside
 from ._places import scan_partials
@@ -350,17 +350,11 @@ class _HashingEngine(TransferEngine):
         try:
             await writer.finish()
             self.sha256[transfer.key] = writer.hexdigest()
-            # long enough for the reporter's next tick, so the VERIFYING event says what happened
-            await asyncio.sleep(_SHOW_HASHING)
         except HashCancelled:
             raise asyncio.CancelledError() from None
         finally:
             if self.tracker.verifying == label:
                 self.tracker.verifying = None
-
-
-#: how long the "computing its sha256" state stays visible (the reporter ticks every 0.1 s)
-_SHOW_HASHING = 0.25
 
 
 class UrlProvider(Provider):
@@ -378,6 +372,8 @@ class UrlProvider(Provider):
         self.folder = UrlFolder(Path(local_dir).expanduser() if local_dir else default_url_dir())
         self._auth = BearerAuth(token, self.url.origin())
         self._file = ""
+        #: (sha256, verified) of the file once fetched
+        self._fetched: tuple[str, bool] | None = None
 
     # -- plan ----------------------------------------------------------------
     async def plan(self) -> Plan:
@@ -551,10 +547,34 @@ class UrlProvider(Provider):
             plan.notes.append(
                 f"sha256 of {detail.name}: {sha256} (computed from the bytes received; not verified)"
             )
-            # download_model words COMPLETE as "Downloaded <model> to <path>"
-            self.model = (f"{detail.name} (not verified: no sha256 was given; the sha256 of the "
-                          f"bytes received is {sha256})")
+        self._fetched = (sha256, verified)
         return str(transfer.dest)
+
+    # -- what is on disk ---------------------------------------------------------
+    async def local_copy(self) -> LocalCopy | None:
+        """The file a previous download of this URL (or of this sha256) placed, as recorded.
+
+        The name comes from the server, so offline it is found through the records;
+        with a sha256 the copy is pinned: content named by its digest needs no network.
+        """
+        for record_file in _files(self.folder.state, ".json"):
+            name = record_file.name[: -len(".json")]
+            record = self.folder.record(name)
+            if record is None:
+                continue
+            same_sha = bool(self.sha256) and record.get("sha256") == self.sha256
+            if record.get("url") != self.model and not same_sha:
+                continue
+            if self.sha256 and not same_sha:
+                continue  # this URL once gave other bytes than the ones asked for now
+            path = self.folder.root / name
+            size = int(record["size"])
+            sha256 = record.get("sha256")
+            item = PlanItem(name, size, f"sha256:{sha256}" if sha256 else None, local=True, present_bytes=size)
+            self._file = name
+            plan = Plan(self.name, self.model, [item], str(path))
+            return LocalCopy(plan, str(path), path.stat().st_mtime, pinned=same_sha)
+        return None
 
     def space_needed(self, plan: Plan) -> list[tuple[Path, int]]:
         return [(self.folder.root, plan.missing_bytes)]
@@ -568,6 +588,19 @@ class UrlProvider(Provider):
 
     def progress_message(self, tracker: ProgressTracker) -> str:
         return f"Downloading {self._file or self.model}"
+
+    def verified_message(self, plan: Plan, fetched: list[PlanItem]) -> str:
+        sha256, verified = self._fetched or (None, True)
+        if verified:
+            return super().verified_message(plan, fetched)
+        return f"{self._file}: computing its sha256 gave {sha256} (no sha256 was given to check it against)"
+
+    def complete_message(self, plan: Plan, path: str) -> str:
+        sha256, verified = self._fetched or (None, True)
+        if verified:
+            return super().complete_message(plan, path)
+        return (f"Downloaded {self._file} to {path} (not verified: no sha256 was given; the sha256 of "
+                f"the bytes received is {sha256})")
 
 
 def _expected_sha256(ref: UrlRef, options: dict[str, Any]) -> str | None:

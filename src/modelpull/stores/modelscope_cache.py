@@ -54,6 +54,7 @@ from filelock import FileLock
 
 from .._durable import write_atomic
 from ..errors import InvalidModel, ModelNotFound
+from .hf_cache import LocalSnapshot
 from .paths import FileSlot, join_inside, safe_relative
 
 DEFAULT_REVISION = "master"
@@ -239,6 +240,40 @@ class ModelScopeCacheStore:
             record = {"folder": str(self.folder), "files": verified}
             write_atomic(self._record_path(), json.dumps(record, sort_keys=True).encode())
         return self.folder
+
+    # -- offline runs ----------------------------------------------------------
+    def record_tree(self, commit: str, tree: dict[str, dict[str, Any]]) -> None:
+        """Keep the repo's full listing at this revision, so an offline run knows what a
+        complete copy holds."""
+        write_atomic(self._tree_path(), json.dumps(
+            {"folder": str(self.folder), "revision": self.revision, "commit": commit, "files": tree},
+            sort_keys=True,
+        ).encode())
+
+    def local_snapshot(self, revision: str) -> LocalSnapshot | None:
+        """What this folder holds of ``revision``, from the listing recorded when it was
+        downloaded (so what is missing is known too). Never hashes, never asks the network."""
+        try:
+            listed = json.loads(self._tree_path().read_text())
+        except (OSError, ValueError):
+            listed = None
+        if (
+            isinstance(listed, dict) and listed.get("folder") == str(self.folder)
+            and revision in (listed.get("revision"), listed.get("commit"))
+            and isinstance(listed.get("files"), dict)
+        ):
+            try:
+                files = [(path, int(info["size"]), str(info["lfs_sha256"]))
+                         for path, info in listed["files"].items()]
+            except (KeyError, TypeError, ValueError):
+                files = None
+            if files is not None:
+                since = self._tree_path().stat().st_mtime
+                return LocalSnapshot(str(listed.get("commit") or revision), files, True, since)
+        return None  # without the listing recorded for this revision, nothing is known of it
+
+    def _tree_path(self) -> Path:
+        return self.state / f"{_state_prefix(self.owner, self.name)}{_safe_name(self.revision)}.tree.json"
 
     def _write_sdk_index(
         self,
@@ -480,3 +515,8 @@ __all__ = [
     "split_repo_id",
     "state_folder",
 ]
+
+
+def _safe_name(revision: str) -> str:
+    """A revision as one file-name part (revisions may hold ``/``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", revision) + "-" + hashlib.sha256(revision.encode()).hexdigest()[:8]
