@@ -31,6 +31,7 @@ import logging
 import secrets
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -40,6 +41,7 @@ from .._transfer import RateLimit
 from ..api import check_download, download_model
 from ..errors import ModelpullError
 from ..progress import DownloadStatus
+from ..providers.base import PLACE_SETTINGS
 from ._journal import JobRecord, Journal, JournalKeeper
 
 log = logging.getLogger("modelpull.service")
@@ -190,6 +192,8 @@ class Job:
         self._listeners: list[Any] = []
         #: the service's bandwidth cap this job's transfer is paced by (set by its manager)
         self.limit: RateLimit | None = None
+        #: the service's store folders, where the transfer looks for copies it already has
+        self.place_settings: Mapping[str, Any] = {}
         self._stop_reason: str | None = None
 
     @classmethod
@@ -343,6 +347,7 @@ class Job:
 
     async def _run(self) -> None:
         request = self.request
+        PLACE_SETTINGS.set(self.place_settings)  # this task's own context
         token = request.token.reveal() if request.token else None
         events = download_model(
             request.provider, request.model, token=token, base_url=request.base_url,
@@ -472,9 +477,11 @@ class JobManager:
         max_events: int = MAX_EVENTS,
         journal: Journal | None = None,
         limit: RateLimit | None = None,
+        place_settings: Mapping[str, Any] | None = None,
     ) -> None:
         #: the service's bandwidth cap, shared by every job (its rate may change at any time)
         self.limit = limit
+        self.place_settings = dict(place_settings or {})
         self.keep_finished = keep_finished
         self.max_running = max_running
         self.max_finished = max_finished
@@ -518,6 +525,7 @@ class JobManager:
 
     def _adopt(self, job: Job) -> None:
         job.limit = self.limit
+        job.place_settings = self.place_settings
         job._listeners.append(self._on_change)
         self._jobs[job.id] = job
 
