@@ -80,7 +80,13 @@ from ..errors import (
 )
 from ..plan import Plan, PlanDetail, PlanItem
 from ..progress import ProgressTracker
-from ..stores.docker_models import DockerModelStore, ModelFolder, delete_local, list_local
+from ..stores.docker_models import (
+    DockerModelStore,
+    ModelFolder,
+    delete_local,
+    find_blob,
+    list_local,
+)
 from ._source import LocalModel, Location, Option, Place, Settings, Source
 from .base import COMMON_OPTIONS, TRANSFER_OPTIONS, Provider, bool_option
 
@@ -247,7 +253,8 @@ class OciProvider(Provider):
         if self.folder is None:
             return FileTransfer(url=url, dest=self.store.blob_path(layer.digest), size=layer.size,
                                 digest=layer.digest, key=key, partial=self.store.partial_path(layer.digest),
-                                lock=self.store.lock_path(layer.digest))
+                                lock=self.store.lock_path(layer.digest),
+                                copies=self.copies_elsewhere(layer.digest, layer.size))
         if isinstance(layer.placement, FilePlacement):
             # Straight to its place; what is there already counts only when the folder's notes vouch for it.
             return FileTransfer(url=url, dest=self.folder.file_path(layer.placement.path), size=layer.size,
@@ -463,6 +470,7 @@ DOCKER_MODELS = Place(
     list=_list,
     delete=_delete,
     same_model=same_model,
+    find_blob=lambda sha256, size, settings: find_blob(sha256, size, _store_folder(settings)),
 )
 
 
