@@ -534,3 +534,59 @@ def _retag(entries: list[dict[str, Any]], ref: str, descriptor: Mapping[str, Any
 def _index_bytes(entries: list[dict[str, Any]]) -> bytes:
     index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
     return json.dumps(index, indent=2).encode() + b"\n"
+
+
+# -- pulling from a layout -------------------------------------------------------------
+
+
+class LayoutBlobs:
+    """The transfer engine's ``fetch_all`` for blobs that come from a layout on disk, not a network.
+
+    Each transfer's blob is copied to its destination (through a temporary
+    file, sha256 checked, renamed); one that is there already with its size
+    counts as present. Bytes are counted under each transfer's key.
+    """
+
+    def __init__(self, reader: LayoutReader, tracker: Any) -> None:
+        self.reader = reader
+        self.tracker = tracker
+
+    async def fetch_all(self, transfers: Iterable[Any]) -> None:
+        import asyncio
+
+        for transfer in transfers:
+            dest: Path = transfer.dest
+            try:
+                there = dest.stat().st_size == transfer.size and transfer.trust_existing
+            except OSError:
+                there = False
+            if there:
+                self.tracker.update(transfer.key, transfer.size)
+                continue
+            cancel = threading.Event()
+            key: str = transfer.key
+            self.tracker.begin(key)
+
+            def progress(count: int, key: str = key) -> None:
+                self.tracker.update(key, count)
+
+            try:
+                await asyncio.to_thread(self.reader.copy_blob, transfer.digest, transfer.size, dest, progress, cancel)
+            except asyncio.CancelledError:
+                cancel.set()
+                raise
+            finally:
+                self.tracker.end(transfer.key)
+
+
+def layout_model_name(ref: str | None, path: Path) -> str:
+    """The reference a model read from a layout is known by (and tagged with in a store).
+
+    A ref name that is itself a name (``team/tiny:v1``) is used as it is; a bare
+    tag (``v1``) or none names the layout's folder: ``localhost/oci-layout/<folder>:<tag>``.
+    """
+    if ref and "/" in ref and "@" not in ref:
+        return ref
+    stem = re.sub(r"[^a-z0-9]+", "-", path.name.lower().removesuffix(".tar")).strip("-") or "layout"
+    tag = ref if ref and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}", ref) else "latest"
+    return f"localhost/oci-layout/{stem}:{tag}"

@@ -321,6 +321,8 @@ def default_layout_name(provider: str, model: str) -> str:
     name, _, tag = text.rpartition(":") if ":" in text.rsplit("/", 1)[-1] else (text, "", "latest")
     name = re.sub(r"[^a-z0-9._/-]+", "-", name.lower()).strip("-./") or provider
     name = re.sub(r"/+", "/", name)
+    if "/" not in name:  # a name, not a bare tag, so a store that pulls it tags it sensibly
+        name = f"library/{name}"
     tag = tag if _TAG.fullmatch(tag or "") else "latest"
     try:
         return check_ref_name(f"{name}:{tag}")
