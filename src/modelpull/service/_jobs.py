@@ -38,7 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .._secrets import Secret, as_secret
 from .._transfer import RateLimit
-from ..api import check_download, download_model
+from ..api import SOURCES, check_download, download_model
 from ..errors import ModelpullError
 from ..progress import DownloadStatus
 from ..providers.base import PLACE_SETTINGS
@@ -351,7 +351,7 @@ class Job:
         token = request.token.reveal() if request.token else None
         events = download_model(
             request.provider, request.model, token=token, base_url=request.base_url,
-            **with_service_cap(request.options, self.limit),
+            **with_service_cap(request.provider, request.options, self.limit),
         )
         del token
         terminal = False
@@ -449,9 +449,12 @@ class Job:
             await asyncio.wait({self._task})
 
 
-def with_service_cap(options: dict[str, Any], limit: RateLimit | None) -> dict[str, Any]:
-    """A job's options with the service's cap: the job's own ``max_speed``, if any, within it."""
-    if limit is None:
+def with_service_cap(provider: str, options: dict[str, Any], limit: RateLimit | None) -> dict[str, Any]:
+    """A job's options with the service's cap: the job's own ``max_speed``, if any, within it.
+
+    A source that does not move the bytes itself (an Ollama server) takes no cap.
+    """
+    if limit is None or "max_speed" not in SOURCES.get(provider).option_names:
         return options
     own = options.get("max_speed")
     return {**options, "max_speed": RateLimit(own, parent=limit) if own else limit}
