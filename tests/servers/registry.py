@@ -352,7 +352,7 @@ class RegistryFront:
             loop.close()
 
     async def _astart(self) -> None:
-        app = web.Application()
+        app = web.Application(client_max_size=1 << 40)  # held upload bodies may be large
         app.router.add_route("GET", "/token", self._token)
         app.router.add_route("*", "/{tail:.*}", self._proxy)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
