@@ -316,7 +316,7 @@ class _Push:
             files = planned_files(prov, self.pull_plan)
             info = _info_from_plan(self.pull_plan)
         else:
-            files = self.local.files
+            files = self.local.files = await _hash_small(self.local.files)
             info = self.local.info
         if self.request.created:
             info.created = self.request.created
@@ -483,6 +483,23 @@ def _is_placeholder(blob: Blob, draft: BuiltArtifact) -> bool:
         if descriptor["digest"] == blob.digest:
             return blob.digest == placeholder_digest(f.path)
     return False
+
+
+#: files without a known sha256 up to this size in all are hashed before the first event, so the
+#: first event already counts them when the destination has them
+_HASH_FIRST = 256 << 20
+
+
+async def _hash_small(files: list[SourceFile]) -> list[SourceFile]:
+    unknown = [f for f in files if f.digest is None and f.disk is not None]
+    if sum(f.size for f in unknown) > _HASH_FIRST:
+        return files
+    hashed = []
+    for f in files:
+        if f.digest is None and f.disk is not None:
+            f = SourceFile(f.path, f.disk, f.size, await _sha256_file(f.disk), f.kind)
+        hashed.append(f)
+    return hashed
 
 
 async def _sha256_file(path: Path) -> str:
