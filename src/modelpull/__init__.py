@@ -7,6 +7,7 @@ through one async API with honest byte-level progress, resume and verification.
         print(progress.status.value, progress.message, progress.percent)
 """
 
+from ._push import push
 from ._transfer import POLICIES, TransferPolicy
 from .api import download_model, plan_download
 from .errors import ERROR_CODES, ModelpullError
@@ -28,4 +29,5 @@ __all__ = [
     "download_model",
     "plan_download",
     "provider_names",
+    "push",
 ]

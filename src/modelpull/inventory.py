@@ -13,6 +13,12 @@ place: listing all of them shows each place once, under its first source
 (``huggingface`` for the HF cache, its MLX repos flagged ``mlx``); listing one
 source shows what it owns there (``mlx``: the repos mlx-lm can load).
 
+One file can belong to several models: a download links the bytes another
+store already holds instead of fetching them again (hard links, never
+symbolic ones, so deleting one model never breaks another). Each listing
+counts such a file in its ``size_bytes``, and says how much of it is shared
+in ``shared_bytes``: on disk, those bytes are there once.
+
 Settings (all optional) are the places' own: ``cache_dir`` (HF cache),
 ``ollama_url`` (server address, default ``OLLAMA_HOST`` or localhost:11434),
 ``ollama_models_dir`` (store folder, default ``OLLAMA_MODELS`` or

@@ -111,7 +111,9 @@ async def test_events_keep_coming_every_second_while_the_link_stalls(hf_front, r
     assert events[-1].status is DownloadStatus.COMPLETE, events[-1].message
     gaps = [b - a for a, b in zip(stamps[1:], stamps[2:])]
     assert max(gaps) < 1.5, f"a gap of {max(gaps):.2f}s between events"
-    assert sum(1 for r in hf_front.log if r.stalled) == 1
+    # the link did stall (once); the engine may have raced the rest on a fresh connection
+    # before the stall ended, so the stalled answer need not have finished
+    assert sum(1 for r in hf_front.log if (r.rule or "").startswith("stall")) == 1
 
 
 async def test_files_already_local_count_from_the_start(hf_front, repo, cache):

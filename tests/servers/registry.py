@@ -8,7 +8,10 @@
   that can demand bearer tokens from its own token realm, redirect blob
   downloads to another host (a "CDN", which records the headers it gets),
   corrupt chosen blobs, throttle each connection and count the blob bytes it
-  sends.
+  sends. Pushes go through it too: it counts the upload bytes it hands the
+  registry, can hold each upload request's body until it is whole before
+  passing it on (as nginx does by default, ``proxy_request_buffering on``),
+  and can refuse chosen push requests (401, 403, 413, a quota).
 
 Nothing here talks to anything but 127.0.0.0/8.
 """
@@ -298,10 +301,16 @@ class RegistryFront:
     overrides: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     #: path -> extra headers sent with an override
     override_headers: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: read an upload request's whole body before passing it on (a cut one never reaches the registry)
+    buffer_uploads: bool = False
+    #: (method, path regex, status, JSON body): answered instead of passing a matching request on
+    refuse: list[tuple[str, str, int, dict[str, object]]] = field(default_factory=list)
 
     seen: list[Seen] = field(default_factory=list, init=False)
     token_requests: list[dict[str, str]] = field(default_factory=list, init=False)
     served: Counter[str] = field(default_factory=Counter, init=False)
+    #: upload body bytes handed to the registry, by method (PATCH, PUT, POST)
+    uploaded: Counter[str] = field(default_factory=Counter, init=False)
     #: most blob responses streaming at the same time
     max_concurrent_blobs: int = field(default=0, init=False)
     port: int = field(default=0, init=False)
@@ -343,7 +352,7 @@ class RegistryFront:
             loop.close()
 
     async def _astart(self) -> None:
-        app = web.Application()
+        app = web.Application(client_max_size=1 << 40)  # held upload bodies may be large
         app.router.add_route("GET", "/token", self._token)
         app.router.add_route("*", "/{tail:.*}", self._proxy)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
@@ -412,19 +421,34 @@ class RegistryFront:
             kind, body = self.overrides[request.path]
             extra = self.override_headers.get(request.path, {})
             return web.Response(body=body, headers={"Content-Type": kind, **extra})
+        for method, pattern, status, error in self.refuse:
+            if request.method == method and re.search(pattern, request.path_qs):
+                if request.can_read_body:
+                    await request.read()
+                return web.json_response(error, status=status)
         blob = _BLOB_PATH.match(request.path)
         if blob and self.redirect_blobs_to is not None and request.method == "GET":
             raise web.HTTPTemporaryRedirect(self.redirect_blobs_to.url + request.path_qs)
-        headers = {k: v for k, v in request.headers.items() if k in ("Range", "Accept")}
+        headers = {k: v for k, v in request.headers.items()
+                   if k in ("Range", "Content-Type", "Content-Range", "Content-Length")}
+        if "Accept" in request.headers:  # skopeo sends one Accept header per media type
+            headers["Accept"] = ", ".join(request.headers.getall("Accept"))
+        body = None
+        if request.method in ("PATCH", "PUT", "POST") and request.can_read_body:
+            body = await request.read() if self.buffer_uploads else self._count_upload(request)
+            if self.buffer_uploads:
+                self.uploaded[request.method] += len(body)
         assert self._session is not None
         async with self._session.request(
-            request.method, self.upstream + request.path_qs, headers=headers, allow_redirects=False
+            request.method, self.upstream + request.path_qs, headers=headers, allow_redirects=False, data=body,
         ) as upstream:
             response = web.StreamResponse(status=upstream.status)
             for key in ("Content-Type", "Content-Length", "Content-Range", "Docker-Content-Digest",
-                        "Accept-Ranges", "Location", "ETag"):
+                        "Accept-Ranges", "Location", "ETag", "Range", "Docker-Upload-UUID"):
                 if key in upstream.headers:
                     response.headers[key] = upstream.headers[key]
+            if response.headers.get("Location", "").startswith(self.upstream):
+                response.headers["Location"] = self.url + response.headers["Location"][len(self.upstream):]
             await response.prepare(request)
             if request.method == "HEAD":
                 return response
@@ -452,6 +476,12 @@ class RegistryFront:
                 self._streaming -= 1
             await response.write_eof()
             return response
+
+
+    async def _count_upload(self, request: web.Request):  # type: ignore[no-untyped-def]
+        async for chunk in request.content.iter_any():
+            self.uploaded[request.method] += len(chunk)
+            yield chunk
 
 
 def _range_start(content_range: str | None) -> int:

@@ -391,3 +391,48 @@ def _answers(api: str) -> bool:
         return httpx.get(api + "/providers", timeout=2).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_a_record_is_flushed_before_its_rename_and_the_folder_after(tmp_path, ollama_emulator):
+    """``modelpull serve`` under Debian's strace: temp file fsynced, renamed into place, folder fsynced."""
+    from tests.servers.strace import assert_durable, parse, strace_path
+
+    ollama_emulator.add_model("durable-journal:1b", [5_000], bytes_per_sec=10 * MB)
+    data_dir, trace, log_path = tmp_path / "data", tmp_path / "trace.txt", tmp_path / "serve.log"
+    port = free_port()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [strace_path(), "-f", "--seccomp-bpf", "-y", "-qq", "-s", "4096", "-o", str(trace),
+             "-e", "trace=fsync,fdatasync,rename,renameat,renameat2",
+             sys.executable, "-c", "from modelpull.cli import main; main()", "serve", "--port", str(port),
+             "--data-dir", str(data_dir), "--ollama-host", ollama_emulator.base_url],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+    served: list[int] = []
+    try:
+        api = f"http://127.0.0.1:{port}/api/models"
+        wait_for(lambda: proc.poll() is None and _answers(api), timeout=60)
+        served.append(int(log_path.read_text().split("Started server process [", 1)[1].split("]", 1)[0]))
+        with httpx.Client(base_url=api, timeout=30) as client:
+            job_id = post(client, "/downloads", {"provider": "ollama", "model": "durable-journal:1b"}).json()["id"]
+            view = wait_job(client, job_id)
+            assert view["state"] == "complete", view["progress"]["message"]
+        wait_for(lambda: _records(data_dir).get(job_id, {}).get("state") == "complete", timeout=10)
+    finally:
+        # stop the service itself (strace would only detach from it), then strace ends with it
+        for pid in served:
+            os.kill(pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+            for pid in served:
+                os.kill(pid, signal.SIGKILL)
+    assert "Application shutdown complete" in log_path.read_text()
+    record = data_dir / "jobs" / f"{job_id}.json"
+    calls = parse(trace.read_text())
+    assert_durable(calls, record)
+    renames = [c for c in calls if c.kind == "rename" and c.path == str(record)]
+    assert len(renames) >= 2  # written when it started and again when it finished: each time whole
+    assert all(Path(c.source).name.startswith(f".{job_id}.json.") for c in renames)

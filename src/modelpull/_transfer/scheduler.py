@@ -44,9 +44,10 @@ __all__ = ["FileSchedule", "Stream"]
 
 #: a connection this many times slower than the median of its peers is slow
 _SLOW = 3.0
-#: a connection that received nothing for this long (and several times its peers'
-#: wait for a first byte) is silent: its part is raced on another connection
-_SILENT = 1.0
+#: a connection that received nothing for this long (and ten times the link's usual wait
+#: for a first byte) is silent: its part is raced on another connection. Longer than a
+#: TCP retransmission or two, far shorter than a stall timeout.
+_SILENT = 2.0
 #: a split must save at least this long (seconds) to be worth a new request
 _MIN_GAIN = 0.1
 #: the smallest second half worth a request of its own (bytes), unless the first is silent

@@ -7,6 +7,7 @@ stderr (the message exactly as written), exit status 1.
 from __future__ import annotations
 
 import re
+import textwrap
 
 import click
 
@@ -23,7 +24,8 @@ def sources_help() -> str:
     lines = ["\b", "Sources (PROVIDER), the common ones first:"]
     for source in SOURCES.by_rank():
         alias = f" (or {', '.join(source.aliases)})" if source.aliases else ""
-        lines.append(f"  {source.name}{alias}: {source.summary}")
+        lines.extend(textwrap.wrap(f"{source.name}{alias}: {source.summary}", 76,
+                                   initial_indent="  ", subsequent_indent="      "))
         lines.append(f"      e.g. modelpull pull {source.name} {source.example}")
     return "\n".join(lines)
 

@@ -155,8 +155,19 @@ async def _dry_run(provider: str, model: str, token: str | None, base_url: str |
     for name, size, state in rows:
         table.add_row(Text(name), Text(size), Text(state))
     console.print(table)
+    if plan.quantizations:
+        choices = Table(title=Text("quantizations (pick one: MODEL:QUANT)"), box=None)
+        for column in ("", "quantization", "size", "with projector", ""):
+            choices.add_column(column, justify="right" if column.endswith(("size", "projector")) else "left")
+        for q in plan.quantizations:
+            mark = Text("▶", style="bold green") if q.chosen else Text("")
+            projector = format_bytes(q.size + q.projector_size) if q.projector else ""
+            choices.add_row(mark, Text(q.name), Text(format_bytes(q.size)), Text(projector),
+                            Text("default" if q.default else "", style="dim"))
+        console.print(choices)
+        footer = [line for line in footer if not line.startswith("Quantizations: ")]
     for line in footer:
-        console.print(Text(line))
+        console.print(Text(line), soft_wrap=True)
     return 0
 
 

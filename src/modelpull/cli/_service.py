@@ -122,6 +122,8 @@ def list_command(provider: str | None, partial: bool, as_json: bool, **settings:
             size = format_bytes(model.size_bytes)
             if model.partial_bytes:
                 size += f" (+{format_bytes(model.partial_bytes)} partial)"
+            if model.shared_bytes:
+                size += f" ({format_bytes(model.shared_bytes)} shared)"
             modified = datetime.fromtimestamp(model.modified).strftime("%Y-%m-%d %H:%M") if model.modified else ""
             provider_label = model.provider + (" (mlx)" if model.mlx and model.provider == "huggingface" else "")
             table.add_row(provider_label, model.name, size, modified, model.path or model.source)

@@ -67,9 +67,16 @@ def _hf_list(settings: Settings) -> list[LocalModel]:
             revisions=entry["revisions"], partial_bytes=entry["partial_bytes"],
             mlx=entry["format"] == "mlx", complete=entry["complete"], format=entry["format"],
             quantization=gguf_quantization(entry["gguf_files"]),
+            shared_bytes=entry.get("shared_bytes", 0),
         )
         for entry in hf_cache.list_local(_folder(settings, HF_CACHE_DIR))
     ]
+
+
+def _hf_find_blob(sha256: str, size: int, settings: Settings) -> list[Path]:
+    from ..stores import hf_cache
+
+    return hf_cache.find_blob(sha256, size, _folder(settings, HF_CACHE_DIR))
 
 
 def _hf_delete(source: Source, model: str, settings: Settings) -> dict[str, Any]:
@@ -103,6 +110,7 @@ HF_CACHE = Place(
     delete=_hf_delete,
     same_model=lambda a, b: hub_repo_of(a) == hub_repo_of(b),
     partials=lambda settings: _hf_partials(settings),
+    find_blob=_hf_find_blob,
 )
 
 
@@ -173,9 +181,16 @@ def _store_models(settings: Settings) -> list[LocalModel]:
             files=entry.get("layers"),
             complete=bool(entry.get("complete", True)),
             format="gguf",
+            shared_bytes=int(entry.get("shared_bytes") or 0),
         )
         for entry in ollama_store.list_local(models_dir=_folder(settings, OLLAMA_MODELS_DIR))
     ]
+
+
+def _ollama_find_blob(sha256: str, size: int, settings: Settings) -> list[Path]:
+    from ..stores import ollama_store
+
+    return ollama_store.find_blob(sha256, size, _folder(settings, OLLAMA_MODELS_DIR))
 
 
 def _ollama_list(settings: Settings) -> list[LocalModel]:
@@ -234,6 +249,7 @@ OLLAMA = Place(
     same_model=_same_ollama_model,
     inventory_options=frozenset({"ollama_source", "timeout"}),
     partials=lambda settings: _ollama_partials(settings),
+    find_blob=_ollama_find_blob,
 )
 
 

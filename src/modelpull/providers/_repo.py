@@ -251,10 +251,11 @@ class RepoProvider(Provider):
             file_commits=dict(listing.file_commits), ref=listing.ref or listing.commit,
         )
         await self._adopt_existing(selection.files, items, detail)
+        notes = list(selection.notes) + self.copies_note((i.digest, i.size or 0) for i in items if not i.local)
         return Plan(
             self.name, self.repo_id, items,
             str(self.store.destination(listing.commit)), listing.commit,
-            notes=list(selection.notes), quantizations=list(selection.quantizations), detail=detail,
+            notes=notes, quantizations=list(selection.quantizations), detail=detail,
         )
 
     def _present(self, f: RepoFile) -> int:
@@ -269,6 +270,7 @@ class RepoProvider(Provider):
             digest=f.digest, key=f.path, partial=slot.partial, lock=slot.lock,
             owner={"provider": self.name, "model": self.model},
             trust_existing=self.store.content_addressed or self.store.is_current(f.path, f.etag, f.size),
+            copies=self.copies_elsewhere(f.digest, f.size),
         )
 
     async def _adopt_existing(

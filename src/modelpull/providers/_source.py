@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -96,6 +97,8 @@ class LocalModel:
     format: str | None = None
     #: a GGUF model's quantization (``Q4_K_M``; several joined by ", "), when known
     quantization: str | None = None
+    #: bytes of its files that are also another model's or store's (hard links: on disk once)
+    shared_bytes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,6 +129,8 @@ class PartialDownload:
 
 #: lists the partial downloads a place keeps
 PartialsHook = Callable[[Settings], list[PartialDownload]]
+#: files of a place holding a blob's bytes: (sha256 hex, size, settings) -> paths
+BlobFinder = Callable[[str, int, Settings], list[Path]]
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,10 @@ class Place:
     source that sees only part of a place (``mlx`` in the HF cache, by its
     ``owns``) can refuse what is not its own. ``same_model`` tells whether two references name one
     local model here: a model being downloaded is not deleted under it.
+    ``find_blob(sha256_hex, size, settings)`` lists the files here said to hold
+    exactly those bytes (a blob named by its digest, a file with a recorded
+    digest): before fetching a file, a download asks every place, links what
+    it finds and verifies it (one copy on disk). It must be cheap: no hashing.
     """
 
     name: str
@@ -150,6 +159,8 @@ class Place:
     inventory_options: frozenset[str] = frozenset()
     #: the unfinished downloads kept there (None: the place keeps none modelpull can see)
     partials: PartialsHook | None = None
+    #: files here holding a blob's bytes, by sha256 (None: the place cannot tell)
+    find_blob: BlobFinder | None = None
 
 
 #: builds the provider for one download: (source, model, token, base_url, options)

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from .._format import format_bytes
 from .._secrets import Secret
 from .._transfer import RateLimit, TransferPolicy, new_session, resolve_policy
-from ..errors import DiskFull, InvalidOption
+from ..errors import DiskFull, InvalidOption, ModelpullError
 from ..plan import LocalCopy, Plan, PlanItem
 from ..progress import ProgressTracker
 from ._source import Option
 
 if TYPE_CHECKING:
     import aiohttp
+
+log = logging.getLogger("modelpull")
 
 #: the transfer settings every source that moves bytes itself accepts
 TRANSFER_OPTIONS: tuple[Option, ...] = (
@@ -35,6 +41,8 @@ TRANSFER_OPTIONS: tuple[Option, ...] = (
     Option("backoff_initial", "float", "seconds to wait after a first failed attempt (doubles with each)", 0.5),
     Option("backoff_max", "float", "the longest wait between two attempts, in seconds", 15.0),
     Option("request_attempts", "int", "attempts at a metadata request (file list, manifest)", 3),
+    Option("dedup", "bool", "before fetching a file, look for the same bytes in every store on this "
+           "machine (HF cache, LM Studio, Ollama, Docker, ModelScope) and link them, verified", True),
 )
 #: options every source accepts
 COMMON_OPTIONS: tuple[Option, ...] = (
@@ -42,6 +50,15 @@ COMMON_OPTIONS: tuple[Option, ...] = (
     Option("offline", "bool", "no network at all: use the copy on disk, or say what is missing", False),
 )
 _TRANSFER_NAMES = frozenset(option.name for option in TRANSFER_OPTIONS)
+#: transfer options that are not the policy's settings
+_NOT_POLICY = frozenset({"policy", "dedup"})
+
+#: where the stores are when a download looks for local copies (Location keys -> folders);
+#: unset ones are found as each store finds them (environment, defaults). The service
+#: sets its own folders here for its jobs.
+PLACE_SETTINGS: ContextVar[Mapping[str, Any]] = ContextVar(
+    "modelpull_place_settings", default=MappingProxyType({})
+)
 
 
 class Provider(ABC):
@@ -67,10 +84,12 @@ class Provider(ABC):
         self.policy: TransferPolicy = resolve_policy(
             self.opts.get("policy"),
             **{k: v for k, v in self.opts.items()
-               if k in _TRANSFER_NAMES - {"policy"} and not (k == "max_speed" and shared)},
+               if k in _TRANSFER_NAMES - _NOT_POLICY and not (k == "max_speed" and shared)},
         )
         if shared is not None:
             self.policy = replace(self.policy, limit=shared)
+        #: look in the other stores before fetching a file
+        self.dedup = bool_option(self.opts, "dedup", True)
 
     # -- lifecycle ---------------------------------------------------------
     @property
@@ -126,6 +145,58 @@ class Provider(ABC):
     def space_needed(self, plan: Plan) -> list[tuple[Path, int]]:
         """(directory, bytes) pairs that must fit before the first byte is fetched."""
         return []
+
+    # -- one copy on disk ----------------------------------------------------
+    def copies_elsewhere(self, digest: str | None, size: int) -> Callable[[], list[Path]] | None:
+        """Asks every store on this machine for files holding these bytes (None: not looked for).
+
+        For :attr:`FileTransfer.copies <modelpull._transfer.FileTransfer>`: asked just
+        before the file would be fetched; the engine links, verifies and publishes
+        what it finds. Only sha256 digests (a blob is named by them); never with ``dedup=False``.
+        """
+        if not self.dedup or not digest or not digest.startswith("sha256:"):
+            return None
+        sha256, settings = digest.split(":", 1)[1], self._place_settings()
+        return lambda: find_copies(sha256, size, settings)
+
+    def copies_note(self, files: Iterable[tuple[str | None, int]]) -> list[str]:
+        """A plan note on the files (digest, size) other stores already hold."""
+        count = total = 0
+        for digest, size in files:
+            find = self.copies_elsewhere(digest, size)
+            if find is not None and find():
+                count, total = count + 1, total + size
+        if not count:
+            return []
+        files_text = f"{count} file{'s' if count > 1 else ''} ({format_bytes(total)})"
+        return [f"{files_text} already on this machine in another store: linked and verified, not downloaded"]
+
+    def _place_settings(self) -> dict[str, Any]:
+        """The folders of the stores: the service's or the defaults, this download's own folder."""
+        from . import SOURCES
+
+        settings = dict(PLACE_SETTINGS.get())
+        source = SOURCES.find(self.name)
+        if source is not None and source.folder_option and source.folder_setting:
+            own = self.opts.get(source.folder_option)
+            if own:
+                settings[source.folder_setting.key] = own
+        return settings
+
+
+def find_copies(sha256: str, size: int, settings: Mapping[str, Any]) -> list[Path]:
+    """Files of every store holding a blob's bytes, by its sha256 (each place's ``find_blob``)."""
+    from . import SOURCES
+
+    found: dict[Path, None] = {}
+    for place in SOURCES.places():
+        if place.find_blob is None:
+            continue
+        try:
+            found.update(dict.fromkeys(place.find_blob(sha256, size, settings)))
+        except (OSError, ModelpullError) as exc:
+            log.debug("could not look for %s in %s: %s", sha256[:12], place.title, exc)
+    return list(found)
 
 
 def check_free_space(needs: list[tuple[Path, int]]) -> None:

@@ -481,9 +481,16 @@ def _lmstudio_list(settings: Settings) -> list[LocalModel]:
             mlx=entry.get("format") == "mlx",
             format=entry.get("format"),
             quantization=gguf_quantization([str(f) for f in entry.get("files") or [] if str(f).endswith(".gguf")]),
+            shared_bytes=int(entry.get("shared_bytes") or 0),
         )
         for entry in lmstudio.list_local(models_dir=_lmstudio_folder(settings))
     ]
+
+
+def _lmstudio_find_blob(sha256: str, size: int, settings: Settings) -> list[Path]:
+    from ..stores import lmstudio
+
+    return lmstudio.find_blob(sha256, size, models_dir=_lmstudio_folder(settings))
 
 
 def _lmstudio_delete(source: Source, model: str, settings: Settings) -> dict[str, Any]:
@@ -524,6 +531,7 @@ LMSTUDIO_PLACE = Place(
     delete=_lmstudio_delete,
     same_model=lambda a, b: hub_repo_of(a) == hub_repo_of(b),
     partials=_lmstudio_partials,
+    find_blob=_lmstudio_find_blob,
 )
 
 LMSTUDIO = Source(

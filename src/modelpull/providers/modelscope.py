@@ -228,6 +228,12 @@ def _partials(settings: Settings) -> list[PartialDownload]:
                          model_of, lambda path: "?")
 
 
+def _find_blob(sha256: str, size: int, cache_dir: str | None) -> list[Path]:
+    from ..stores import modelscope_cache
+
+    return modelscope_cache.find_blob(sha256, size, cache_dir)
+
+
 def _delete(source: Source, model: str, settings: Settings) -> dict[str, Any]:
     from ..stores import modelscope_cache
 
@@ -244,6 +250,7 @@ MODELSCOPE_CACHE = Place(
     delete=_delete,
     same_model=lambda a, b: _repo_of(a).lower() == _repo_of(b).lower(),
     partials=_partials,
+    find_blob=lambda sha256, size, settings: _find_blob(sha256, size, _cache_setting(settings)),
 )
 
 MODELSCOPE = Source(

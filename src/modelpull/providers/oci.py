@@ -25,11 +25,18 @@ there, whatever ``base_url`` says. Plain http only when the caller says so
 (``insecure=True`` or an ``http://`` base_url). An image index is not guessed
 from: the plan lists its entries in its notes and the download fails with them
 listed, so the caller pulls one by digest.
+
+``oci-layout:PATH[:NAME]`` reads an OCI image layout folder (or a ``.tar`` of
+one, see :mod:`modelpull._oci.layout`) instead of a registry, with no network:
+the manifest, config and blobs are copied from it and checked like any other,
+and land in the same places. That is how an air-gapped machine installs what
+a disk carried across (``push(…, "oci-layout:PATH")`` writes one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import json
@@ -68,6 +75,14 @@ from .._oci.artifacts import (
     describe_index,
     index_entries,
 )
+from .._oci.layout import (
+    REF_NAME,
+    LayoutBlobs,
+    LayoutReader,
+    is_layout_reference,
+    layout_model_name,
+    parse_layout_reference,
+)
 from .._secrets import Secret
 from .._transfer import FileTransfer, TransferEngine, present_bytes
 from ..errors import (
@@ -81,7 +96,13 @@ from ..errors import (
 )
 from ..plan import LocalCopy, Plan, PlanDetail, PlanItem
 from ..progress import ProgressTracker
-from ..stores.docker_models import DockerModelStore, ModelFolder, delete_local, list_local
+from ..stores.docker_models import (
+    DockerModelStore,
+    ModelFolder,
+    delete_local,
+    find_blob,
+    list_local,
+)
 from ._places import scan_partials
 from ._source import LocalModel, Location, Option, PartialDownload, Place, Settings, Source
 from .base import COMMON_OPTIONS, TRANSFER_OPTIONS, Provider, bool_option
@@ -115,7 +136,9 @@ class OciProvider(Provider):
 
     def __init__(self, model: str, token: Secret | None, base_url: str | None, options: dict[str, Any]) -> None:
         super().__init__(model, token, base_url, options)
-        self.ref = parse_reference(model)
+        self.layout = parse_layout_reference(model) if is_layout_reference(model) else None
+        self.ref = self._layout_ref() if self.layout is not None else parse_reference(model)
+        self._reader: LayoutReader | None = None
         self.insecure = bool_option(self.opts, "insecure")
         models_dir, local_dir = _folder_option(self.opts, "models_dir"), _folder_option(self.opts, "local_dir")
         if models_dir and local_dir:
@@ -161,8 +184,8 @@ class OciProvider(Provider):
 
     # -- plan --------------------------------------------------------------
     async def plan(self) -> Plan:
+        fetched = await self._fetch_manifest()
         ref = self.ref
-        fetched = await self.client.fetch_manifest(ref.repository, ref.reference, ACCEPT, name=ref.short)
         model_id = fetched.digest
         if fetched.is_index:
             return self._index_plan(fetched)
@@ -234,6 +257,8 @@ class OciProvider(Provider):
             data = b""
         if len(data) == config.size and "sha256:" + hashlib.sha256(data).hexdigest() == config.digest:
             return data
+        if self.layout is not None:
+            return self._layout_reader().read_blob(config.digest)
         return await self.client.fetch_blob(self.ref.repository, config, name=self.ref.short)
 
     def _config_item(self, detail: OciPlanDetail) -> PlanItem:
@@ -273,7 +298,8 @@ class OciProvider(Provider):
         if self.folder is None:
             return FileTransfer(url=url, dest=self.store.blob_path(layer.digest), size=layer.size,
                                 digest=layer.digest, key=key, partial=self.store.partial_path(layer.digest),
-                                lock=self.store.lock_path(layer.digest), owner=owner)
+                                lock=self.store.lock_path(layer.digest), owner=owner,
+                                copies=self.copies_elsewhere(layer.digest, layer.size))
         if isinstance(layer.placement, FilePlacement):
             # Straight to its place; what is there already counts only when the folder's notes vouch for it.
             return FileTransfer(url=url, dest=self.folder.file_path(layer.placement.path), size=layer.size,
@@ -290,7 +316,7 @@ class OciProvider(Provider):
         if detail.artifact is None:
             raise IncompatibleModel(self._index_message(detail))
         assert detail.config is not None
-        engine = TransferEngine(
+        engine: Any = LayoutBlobs(self._layout_reader(), tracker) if self.layout is not None else TransferEngine(
             self.session, self.policy, tracker, auth=self.client.auth,
             error_for_response=partial(self.client.error_for_response, name=self.ref.short),
         )
@@ -320,7 +346,7 @@ class OciProvider(Provider):
 
     async def _fetch_into_store(
         self, detail: OciPlanDetail, artifact: ModelArtifact, config: Descriptor,
-        tracker: ProgressTracker, engine: TransferEngine,
+        tracker: ProgressTracker, engine: TransferEngine | LayoutBlobs,
     ) -> str:
         store = self.store
         store.ensure_layout()  # Docker Model Runner writes layout.json and models.json before any blob
@@ -352,7 +378,7 @@ class OciProvider(Provider):
 
     async def _fetch_into_folder(
         self, detail: OciPlanDetail, artifact: ModelArtifact, config: Descriptor,
-        tracker: ProgressTracker, engine: TransferEngine,
+        tracker: ProgressTracker, engine: TransferEngine | LayoutBlobs,
     ) -> str:
         folder = self.folder
         assert folder is not None
@@ -392,12 +418,55 @@ class OciProvider(Provider):
         detail = plan.detail
         if isinstance(detail, OciPlanDetail) and detail.artifact is None:
             return self._index_message(detail)
-        return f"Pulling {self.ref.short} from {self.registry}: {plan.summary()}"
+        return f"Pulling {self.ref.short} from {self.layout or self.registry}: {plan.summary()}"
 
     def progress_message(self, tracker: ProgressTracker) -> str:
         if tracker.current:
             return f"Pulling {self.ref.short}: {tracker.current}"
         return f"Pulling {self.ref.short}"
+
+    # -- an OCI layout on disk instead of a registry ------------------------------------
+    def _layout_ref(self) -> OciReference:
+        """The name a model read from a layout is known (and tagged) by; see :func:`layout_model_name`."""
+        assert self.layout is not None
+        try:
+            return parse_reference(layout_model_name(self.layout.ref, self.layout.path))
+        except InvalidModel:
+            return parse_reference(layout_model_name(None, self.layout.path))
+
+    def _layout_reader(self) -> LayoutReader:
+        assert self.layout is not None
+        if self._reader is None:
+            self._reader = LayoutReader(self.layout)
+        return self._reader
+
+    async def _fetch_manifest(self) -> FetchedManifest:
+        """The manifest: from the registry, or from the layout's index (no network)."""
+        if self.layout is None:
+            ref = self.ref
+            return await self.client.fetch_manifest(ref.repository, ref.reference, ACCEPT, name=ref.short)
+        reader = self._layout_reader()
+        entry = reader.find(self.layout.ref)
+        digest = entry.get("digest")
+        body = reader.read_blob(str(digest))
+        if self.layout.ref is None:  # the only manifest: its own name names it
+            named = (entry.get("annotations") or {}).get(REF_NAME)
+            with contextlib.suppress(InvalidModel):
+                self.ref = parse_reference(layout_model_name(named if isinstance(named, str) else None,
+                                                             self.layout.path))
+        kind = entry.get("mediaType") if isinstance(entry.get("mediaType"), str) else OCI_MANIFEST
+        return FetchedManifest(body, str(kind), str(digest))
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        await super().close()
+
+
+def _parse_model(model: str) -> object:
+    """Offline check of a reference: a registry's, or an ``oci-layout:PATH[:NAME]``."""
+    return parse_layout_reference(model) if is_layout_reference(model) else parse_reference(model)
 
 
 def _folder_option(options: dict[str, Any], name: str) -> str | None:
@@ -500,6 +569,7 @@ DOCKER_MODELS = Place(
     delete=_delete,
     same_model=same_model,
     partials=_partials,
+    find_blob=lambda sha256, size, settings: find_blob(sha256, size, _store_folder(settings)),
 )
 
 
@@ -514,8 +584,8 @@ OCI = Source(
     summary="A Docker Model Runner, CNCF ModelPack or KitOps model from any OCI registry, into Docker Model "
             "Runner's store or a folder.",
     example="ai/smollm2",
-    reference="[registry/][namespace/]name[:tag|@sha256:…]",
-    parse=parse_reference,
+    reference="[registry/][namespace/]name[:tag|@sha256:…] or oci-layout:PATH[:NAME]",
+    parse=_parse_model,
     build=_build,
     options=(
         Option("insecure", "bool", "allow plain http to the registry", False),

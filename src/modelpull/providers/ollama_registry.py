@@ -135,6 +135,7 @@ class OllamaRegistryProvider(Provider):
         notes = [f"{item.name}: {layer.media_type or 'no media type'}" for item, layer in zip(items, unique)]
         if self.base_url and self.ref.host != OLLAMA_DEFAULT_HOST:
             notes.append(f"base_url is ignored: the name names its own registry {self.ref.host}")
+        notes += self.copies_note((i.digest, i.size or 0) for i in items if not i.local)
         return Plan(
             self.name, self.ref.short, items,
             destination=str(self.store.manifest_path(self.ref)),
@@ -152,6 +153,7 @@ class OllamaRegistryProvider(Provider):
             partial=self.store.partial_path(layer.digest),
             lock=self.store.lock_path(layer.digest),
             owner={"provider": self.name, "model": self.ref.short},
+            copies=self.copies_elsewhere(layer.digest, layer.size),
         )
 
     # -- what is on disk ------------------------------------------------------

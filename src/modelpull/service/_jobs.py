@@ -31,15 +31,17 @@ import logging
 import secrets
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .._secrets import Secret, as_secret
 from .._transfer import RateLimit
-from ..api import check_download, download_model
+from ..api import SOURCES, check_download, download_model
 from ..errors import ModelpullError
 from ..progress import DownloadStatus
+from ..providers.base import PLACE_SETTINGS
 from ._journal import JobRecord, Journal, JournalKeeper
 
 log = logging.getLogger("modelpull.service")
@@ -190,6 +192,8 @@ class Job:
         self._listeners: list[Any] = []
         #: the service's bandwidth cap this job's transfer is paced by (set by its manager)
         self.limit: RateLimit | None = None
+        #: the service's store folders, where the transfer looks for copies it already has
+        self.place_settings: Mapping[str, Any] = {}
         self._stop_reason: str | None = None
 
     @classmethod
@@ -343,10 +347,11 @@ class Job:
 
     async def _run(self) -> None:
         request = self.request
+        PLACE_SETTINGS.set(self.place_settings)  # this task's own context
         token = request.token.reveal() if request.token else None
         events = download_model(
             request.provider, request.model, token=token, base_url=request.base_url,
-            **with_service_cap(request.options, self.limit),
+            **with_service_cap(request.provider, request.options, self.limit),
         )
         del token
         terminal = False
@@ -444,9 +449,12 @@ class Job:
             await asyncio.wait({self._task})
 
 
-def with_service_cap(options: dict[str, Any], limit: RateLimit | None) -> dict[str, Any]:
-    """A job's options with the service's cap: the job's own ``max_speed``, if any, within it."""
-    if limit is None:
+def with_service_cap(provider: str, options: dict[str, Any], limit: RateLimit | None) -> dict[str, Any]:
+    """A job's options with the service's cap: the job's own ``max_speed``, if any, within it.
+
+    A source that does not move the bytes itself (an Ollama server) takes no cap.
+    """
+    if limit is None or "max_speed" not in SOURCES.get(provider).option_names:
         return options
     own = options.get("max_speed")
     return {**options, "max_speed": RateLimit(own, parent=limit) if own else limit}
@@ -472,9 +480,11 @@ class JobManager:
         max_events: int = MAX_EVENTS,
         journal: Journal | None = None,
         limit: RateLimit | None = None,
+        place_settings: Mapping[str, Any] | None = None,
     ) -> None:
         #: the service's bandwidth cap, shared by every job (its rate may change at any time)
         self.limit = limit
+        self.place_settings = dict(place_settings or {})
         self.keep_finished = keep_finished
         self.max_running = max_running
         self.max_finished = max_finished
@@ -518,6 +528,7 @@ class JobManager:
 
     def _adopt(self, job: Job) -> None:
         job.limit = self.limit
+        job.place_settings = self.place_settings
         job._listeners.append(self._on_change)
         self._jobs[job.id] = job
 

@@ -79,7 +79,7 @@ class ServiceState:
             self._manager = JobManager(
                 keep_finished=self.config.keep_finished, max_running=self.config.max_running,
                 journal=Journal(data_dir) if data_dir is not None else None,
-                limit=self.limit,
+                limit=self.limit, place_settings=self.config.inventory_options(),
             )
         return self._manager
 

@@ -668,6 +668,13 @@ def _blobs_of(manifest: bytes) -> list[Descriptor]:
     return _parse_manifest(manifest).blobs
 
 
+def find_blob(sha256: str, size: int, models_dir: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The store's blob with these bytes, if it has it (``blobs/sha256/<hex>``)."""
+    from .paths import check_sha256_hex, with_size
+
+    return with_size([DockerModelStore(models_dir).blob_path("sha256:" + check_sha256_hex(sha256))], size)
+
+
 def _tag_or_none(reference: str) -> str | None:
     try:
         return dmr_tag(reference)

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .._durable import fsync_dirs, write_atomic
-from .paths import FileSlot, join_inside, safe_relative
+from .paths import FileSlot, check_sha256_hex, join_inside, safe_relative, shared_bytes, with_size
 
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 #: huggingface_hub's tree-listing cache format (``trees/<commit>.json``)
@@ -352,8 +352,22 @@ def list_local(cache_dir: str | os.PathLike[str] | None = None) -> list[dict[str
             "format": model_kind(repo.repo_id, newest),
             "gguf_files": sorted(name for name in newest if name.lower().endswith(".gguf")),
             "complete": bool(revisions),
+            "shared_bytes": shared_bytes(_blobs(Path(repo.repo_path))),
         })
     return found
+
+
+def _blobs(repo_folder: Path) -> list[Path]:
+    try:
+        return [p for p in (repo_folder / "blobs").iterdir() if not p.name.endswith(".incomplete")]
+    except OSError:
+        return []
+
+
+def find_blob(sha256: str, size: int, cache_dir: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Blobs of any model repo in the cache holding these bytes (LFS blobs are named by sha256)."""
+    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    return with_size(root.glob(f"models--*/blobs/{check_sha256_hex(sha256)}"), size)
 
 
 def delete_local(repo_id: str, cache_dir: str | os.PathLike[str] | None = None) -> int:

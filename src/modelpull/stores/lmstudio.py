@@ -26,9 +26,9 @@ import sys
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..errors import InvalidModel, InvalidOption, ModelNotFound
+from ..errors import InvalidModel, InvalidOption, ModelNotFound, UnsafeSource
 from .hf_cache import LocalDirStore
-from .paths import join_inside, safe_relative
+from .paths import check_sha256_hex, join_inside, safe_relative, shared_bytes, with_size
 
 __all__ = [
     "delete_local",
@@ -158,7 +158,32 @@ def _entry(name: str, folder: Path) -> dict[str, Any] | None:
         "modified": max(st.st_mtime for _, st in stats),
         "format": "gguf" if gguf else "mlx",
         "files": [f.relative_to(folder).as_posix() for f, _ in stats],
+        "shared_bytes": shared_bytes(f for f, _ in stats),
     }
+
+
+def find_blob(sha256: str, size: int, models_dir: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Files modelpull put in LM Studio's folder whose recorded sha256 is this one.
+
+    Only files with modelpull's record (``<models>/.modelpull/<publisher>/<repo>/<path>.metadata``,
+    whose second line is the file's etag: its sha256 for large files); files
+    LM Studio downloaded itself carry no digest to go by.
+    """
+    check_sha256_hex(sha256)
+    root = resolve_models_dir(models_dir)
+    state = root / STATE_FOLDER
+    found: list[Path] = []
+    for record in state.glob("*/*/**/*.metadata"):
+        try:
+            lines = record.read_text(encoding="utf-8").splitlines()
+            publisher, repo, *rest = record.relative_to(state).parts
+            path = "/".join(rest).removesuffix(".metadata")
+            if len(lines) < 2 or lines[1].strip() != sha256 or not path:
+                continue
+            found.append(join_inside(root, f"{publisher}/{repo}/{place(path)}"))
+        except (OSError, UnicodeDecodeError, ValueError, UnsafeSource):
+            continue
+    return with_size(found, size)
 
 
 def list_local(models_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:

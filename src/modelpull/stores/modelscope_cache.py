@@ -53,7 +53,7 @@ from typing import Any
 from filelock import FileLock
 
 from .._durable import write_atomic
-from ..errors import InvalidModel, ModelNotFound
+from ..errors import InvalidModel, ModelNotFound, UnsafeSource
 from .hf_cache import LocalSnapshot
 from .paths import FileSlot, join_inside, safe_relative
 
@@ -413,6 +413,38 @@ def delete_local(name: str, cache_dir: str | os.PathLike[str] | None = None) -> 
 
 
 # -- helpers -----------------------------------------------------------------------
+def find_blob(sha256: str, size: int, cache_dir: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Files this cache holds with these bytes, by modelpull's records of what it verified.
+
+    A record names each file's size, modification time and sha256 when it was
+    published; a file changed since (another size or time) is left out.
+    """
+    from .paths import check_sha256_hex
+
+    check_sha256_hex(sha256)
+    found: list[Path] = []
+    for record_path in state_folder(cache_dir).glob("*verified.json"):
+        try:
+            record = json.loads(record_path.read_text())
+            folder = Path(record["folder"])
+            files = record["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not isinstance(files, dict):
+            continue
+        for path, entry in files.items():
+            if not (isinstance(entry, list) and len(entry) == 3 and entry[2] == sha256 and entry[0] == size):
+                continue
+            try:
+                final = join_inside(folder, path)
+                stat = final.stat()
+            except (OSError, ValueError, UnsafeSource):
+                continue
+            if final.is_file() and stat.st_size == size and stat.st_mtime_ns == entry[1]:
+                found.append(final)
+    return found
+
+
 def _state_prefix(owner: str, name: str) -> str:
     # "@" is not allowed in ModelScope names, so one model's files never match another's prefix
     return f"{owner}--{name}@"

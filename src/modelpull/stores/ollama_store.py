@@ -24,6 +24,7 @@ from .._durable import write_atomic
 from .._oci import Descriptor, digest_hex
 from ..errors import InvalidModel, ModelNotFound, UnsafeSource
 from ..refs import OllamaName, parse_ollama_name
+from .paths import check_sha256_hex, shared_bytes, with_size
 
 __all__ = [
     "OllamaStore",
@@ -145,9 +146,15 @@ def list_local(models_dir: str | os.PathLike[str] | None = None) -> list[dict[st
                 "digest": "sha256:" + hashlib.sha256(body).hexdigest(),
                 "layers": len(manifest.layers),
                 "complete": all(store.has_blob(blob.digest, blob.size) for blob in manifest.blobs),
+                "shared_bytes": shared_bytes(store.blob_path(blob.digest) for blob in manifest.blobs),
             }
         )
     return models
+
+
+def find_blob(sha256: str, size: int, models_dir: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The store's blob with these bytes, if it has it (blobs are named by their sha256)."""
+    return with_size([OllamaStore(models_dir).blob_path("sha256:" + check_sha256_hex(sha256))], size)
 
 
 def delete_local(name: str, models_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:

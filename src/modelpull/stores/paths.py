@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -42,3 +44,40 @@ class FileSlot:
     final: Path
     partial: Path
     lock: Path
+
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def check_sha256_hex(value: str) -> str:
+    """A sha256 in lower-case hex (it becomes part of a path: nothing else gets through)."""
+    if not isinstance(value, str) or not _SHA256_HEX.fullmatch(value):
+        raise UnsafeSource(f"invalid sha256 {str(value)[:80]!r}")
+    return value
+
+
+def with_size(paths: Iterable[Path], size: int) -> list[Path]:
+    """Those of ``paths`` that are regular files of exactly ``size`` bytes."""
+    found = []
+    for path in paths:
+        try:
+            if path.is_file() and path.stat().st_size == size:
+                found.append(path)
+        except OSError:
+            continue
+    return found
+
+
+def shared_bytes(paths: Iterable[Path]) -> int:
+    """Bytes of these files that have another name elsewhere (a hard link: on disk once)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            continue
+        if stat.st_nlink > 1 and (stat.st_dev, stat.st_ino) not in seen:
+            seen.add((stat.st_dev, stat.st_ino))
+            total += stat.st_size
+    return total

@@ -327,7 +327,8 @@ for (const id of ["model", "token", "base-url", "options"]) $(id).addEventListen
 function renderPlan(plan, note) {
   const box = $("plan");
   const layers = plan.items.length && plan.items.every((i) => i.kind === "layer" || i.kind === "config");
-  $("plan-summary").textContent = note || (plan.provider + ": " + plan.model + " — " + plan.summary);
+  const source = sourceOf(plan.provider);
+  $("plan-summary").textContent = note || ((source ? source.title : plan.provider) + " · " + plan.model + ": " + plan.summary);
   $("plan-summary").classList.toggle("warn", Boolean(note));
   $("plan-total").textContent = plan.items.length ? fmtBytes(plan.total_bytes) : "known once the pull starts";
   $("plan-present").textContent = fmtBytes(plan.present_bytes);
@@ -811,11 +812,15 @@ async function loadPartials() {
     data = await api("/models?partial=true");
   } catch (e) {
     $("partials-box").hidden = true;
+    $("models-heading").hidden = true;
     return;
   }
+  // A running or paused job's card already tells (and resumes) its download.
   const busy = new Set();
   for (const entry of jobs.values()) {
-    if (entry.job && entry.job.state === "running") busy.add(entry.job.provider + " " + entry.job.model);
+    if (entry.job && (entry.job.state === "running" || entry.job.state === "paused")) {
+      busy.add(entry.job.provider + " " + entry.job.model);
+    }
   }
   const groups = new Map();
   for (const p of data.partials || []) {
@@ -828,6 +833,7 @@ async function loadPartials() {
   list.textContent = "";
   for (const parts of groups.values()) list.append(partialCard(parts));
   $("partials-box").hidden = groups.size === 0;
+  $("models-heading").hidden = groups.size === 0;
 }
 
 function partialCard(parts) {
