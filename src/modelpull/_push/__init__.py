@@ -20,7 +20,7 @@ import os
 import re
 import threading
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from .._format import format_bytes
 from .._oci.layout import LayoutReference
 from .._oci.push import DEFAULT_CHUNK
 from .._secrets import Secret, as_secret, redact
-from .._transfer import new_session, resolve_policy
+from .._transfer import RateLimit, new_session, resolve_policy
 from ..api import make_provider
 from ..errors import InvalidOption, ModelpullError, OfflineUnavailable
 from ..plan import Plan
@@ -54,7 +54,7 @@ from .sources import (
     planned_files,
 )
 
-__all__ = ["PUSH_OPTIONS", "check_push", "push"]
+__all__ = ["PUSH_FORMAT", "PUSH_OPTIONS", "PUSH_TO", "check_job", "check_push", "job_events", "push"]
 
 log = logging.getLogger("modelpull.push")
 
@@ -210,8 +210,13 @@ async def push(
         prov = make_provider(request.provider, request.model, request.source_token, request.base_url,
                              **request.source_options)
         secrets.extend(prov.secrets)
-        policy = resolve_policy(request.transfer.get("policy"),
-                                **{k: v for k, v in request.transfer.items() if k != "policy"})
+        shared = request.transfer.get("max_speed")
+        shared = shared if isinstance(shared, RateLimit) else None
+        policy = resolve_policy(request.transfer.get("policy"), **{
+            k: v for k, v in request.transfer.items() if k != "policy" and not (k == "max_speed" and shared)
+        })
+        if shared is not None:
+            policy = replace(policy, limit=shared)
         session = new_session(policy)
         dest = _destination(request, prov, session, policy)
         run = _Push(request, prov, dest)
@@ -269,6 +274,29 @@ async def push(
             await prov.close()
         if session is not None:
             await session.close()
+
+
+#: a service job is a push when its options name a destination under this key (and its format under the next):
+#: the journal keeps them with the rest of the request, so a push job comes back like a download job
+PUSH_TO = "push_to"
+PUSH_FORMAT = "push_format"
+
+
+def job_events(
+    provider: str, model: str, token: str | None, base_url: str | None, options: dict[str, Any]
+) -> AsyncIterator[DownloadProgress]:
+    """The events of a service job whose options carry :data:`PUSH_TO` (``token``: the destination's)."""
+    options = dict(options)
+    destination = options.pop(PUSH_TO)
+    fmt = options.pop(PUSH_FORMAT, "modelpack")
+    return push(provider, model, destination, format=fmt, token=token, base_url=base_url, **options)
+
+
+def check_job(provider: str, model: str, token: Any = None, base_url: object = None, **options: Any) -> str:
+    """:func:`check_push` for a service job's request (see :func:`job_events`)."""
+    destination = options.pop(PUSH_TO, None)
+    fmt = options.pop(PUSH_FORMAT, "modelpack")
+    return check_push(provider, model, destination, format=fmt, token=token, base_url=base_url, **options)
 
 
 def _destination(request: _Request, prov: Provider, session: Any, policy: Any) -> Destination:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .._push import PUSH_TO, job_events
 from .._secrets import Secret, as_secret
 from .._transfer import RateLimit
 from ..api import SOURCES, check_download, download_model
@@ -349,10 +350,10 @@ class Job:
         request = self.request
         PLACE_SETTINGS.set(self.place_settings)  # this task's own context
         token = request.token.reveal() if request.token else None
-        events = download_model(
-            request.provider, request.model, token=token, base_url=request.base_url,
-            **with_service_cap(request.provider, request.options, self.limit),
-        )
+        options = with_service_cap(request.provider, request.options, self.limit)
+        events = job_events(request.provider, request.model, token, request.base_url, options) \
+            if PUSH_TO in options else download_model(
+                request.provider, request.model, token=token, base_url=request.base_url, **options)
         del token
         terminal = False
         stopped = False
