@@ -132,6 +132,16 @@ async def test_gguf_quantization_as_docker_model(registry, gguf_model, state_dir
     entry = json.loads((store / "models.json").read_text())["models"][0]
     assert entry["tags"] == [f"{registry.host}/{repo}:q4"]
 
+    # from Docker Model Runner's store to another repository: no network to a source, blobs mounted
+    # from the repository they came from, and the very same manifest (the source's time, same files)
+    events = await collect(push("oci", f"{registry.host}/{repo}:q4", f"oci://{registry.host}/team/copy:q4",
+                                format="docker", insecure=True, state_dir=state_dir, models_dir=str(store)))
+    assert_contract(events)
+    assert events[-1].status is DownloadStatus.COMPLETE, events[-1].message
+    assert f"mounted from {repo}" in events[-1].message
+    copied = skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{registry.host}/team/copy:q4")
+    assert json.loads(copied) == manifest
+
 
 @pytest.mark.parametrize("fmt", ["modelpack", "docker"])
 async def test_ollama_model_lands_as_named_files(registry, ollama_model, state_dir, tmp_path, fmt):

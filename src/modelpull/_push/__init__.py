@@ -346,6 +346,9 @@ class _Push:
         else:
             files = self.local.files = await _hash_small(self.local.files)
             info = self.local.info
+            origin = self.local.origin
+            if isinstance(self.dest, RegistryDestination) and origin and origin[0] == self.dest.host:
+                self.dest.mount_from.append(origin[1])  # its blobs are in that repository already
         if self.request.created:
             info.created = self.request.created
         self.info = info
