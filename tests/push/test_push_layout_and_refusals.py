@@ -128,3 +128,26 @@ def test_cli_push_and_its_refusals(registry, ollama_model, state_dir):
                             "-orequest_attempts=1"], capture_output=True, text=True, timeout=120)
     last = json.loads(plain.stdout.splitlines()[-1])
     assert plain.returncode == 1 and last["error_code"] == "connection_failed", last  # https without --insecure
+
+
+async def test_credentials_go_only_to_the_registry_and_never_into_events(
+    registry, front, ollama_model, state_dir, caplog
+):
+    canary = "alice:canary-s3cret-4711"
+    front.basic_auth, front.credential = True, canary
+    destination = f"oci://{front.netloc}/team/private:v1"
+    events = await collect(push(ollama_model.provider, ollama_model.model, destination, token=canary,
+                                insecure=True, state_dir=state_dir, **ollama_model.options))
+    assert_contract(events)
+    assert events[-1].status is DownloadStatus.COMPLETE, events[-1].message
+    refused = await collect(push(ollama_model.provider, ollama_model.model, f"oci://{front.netloc}/team/private:v2",
+                                 token="alice:wrong-canary-0815", insecure=True, state_dir=state_dir,
+                                 **ollama_model.options))
+    assert refused[-1].error_code == "auth_required", refused[-1].message
+    for event in [*events, *refused]:
+        text = json.dumps(event.to_dict())
+        assert "canary-s3cret-4711" not in text and "wrong-canary-0815" not in text
+    assert "canary" not in caplog.text
+    for path in Path(state_dir).rglob("*"):
+        if path.is_file():
+            assert b"canary" not in path.read_bytes()
