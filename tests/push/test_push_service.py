@@ -61,3 +61,31 @@ def test_service_refuses_layout_destinations_unless_allowed(start_service, ollam
     with service.client() as client:
         refused = client.post("/pushes", json=body)
     assert refused.status_code == 400 and refused.json()["error_code"] == "invalid_option"
+
+
+def test_a_push_job_pauses_and_resumes_from_what_the_registry_holds(start_service, registry, front, big_ollama,
+                                                                    tmp_path):
+    service = start_service(allow_client_paths=True)
+    body = {
+        "provider": big_ollama.provider, "model": big_ollama.model,
+        "destination": f"oci://{front.netloc}/team/paused:v1",
+        "options": {**big_ollama.options, "insecure": True, "state_dir": str(tmp_path / "state"),
+                    "max_speed": "40M", "chunk_size": 8 << 20},
+    }
+    weights = len(big_ollama.files["model.gguf"])
+    with service.client() as client:
+        job_id = client.post("/pushes", json=body).json()["id"]
+        deadline = time.monotonic() + 30
+        while (client.get(f"/downloads/{job_id}").json()["progress"] or {}).get("downloaded_bytes", 0) < weights // 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert client.post(f"/downloads/{job_id}/pause", json={}).status_code == 200
+        paused = _wait(client, job_id)
+        assert paused["state"] == "paused"
+        assert paused["progress"]["message"].startswith("Push of") and paused["progress"]["error_code"] == "paused"
+        first = front.uploaded["PATCH"]
+        assert 0 < first < weights
+        assert client.post(f"/downloads/{job_id}/resume", json={}).status_code == 200
+        done = _wait(client, job_id, 120)
+        assert done["state"] == "complete", done
+    assert front.uploaded["PATCH"] - first < weights - first + 4096  # only the rest (and the config)
