@@ -41,7 +41,7 @@ def offline_source(tmp_path: Path) -> SourceModel:
 
 
 @pytest.mark.parametrize("tar", [False, True])
-async def test_layout_carries_a_model_with_no_registry(offline_source, tmp_path, tar):
+async def test_layout_carries_a_model_with_no_registry(offline_source, registry, tmp_path, tar):
     layout = tmp_path / ("disk.tar" if tar else "disk")
     events = await collect(push(offline_source.provider, offline_source.model, f"oci-layout:{layout}:carried",
                                 format="docker", **offline_source.options))
@@ -69,6 +69,15 @@ async def test_layout_carries_a_model_with_no_registry(offline_source, tmp_path,
     assert folder_files(Path(got[-1].path or "")) == offline_source.files
     listed = json.loads((store / "models.json").read_text())["models"]
     assert listed[0]["tags"] == ["localhost/oci-layout/disk:again"]
+
+    # on the other side of the gap, the carried model goes into the site's registry unchanged
+    site = f"oci://{registry.host}/site/carried-{'tar' if tar else 'folder'}:v1"
+    pushed = await collect(push("oci", f"oci-layout:{layout}:carried", site, format="docker", insecure=True,
+                                models_dir=str(tmp_path / "dmr-site"), state_dir=str(tmp_path / "state")))
+    assert_contract(pushed)
+    assert pushed[-1].status is DownloadStatus.COMPLETE, pushed[-1].message
+    served = skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{site.removeprefix('oci://')}")
+    assert json.loads(served) == manifest  # the same manifest digest on both sides
 
 
 async def test_same_push_to_a_layout_twice_gives_the_same_tar(offline_source, tmp_path):

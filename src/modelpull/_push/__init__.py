@@ -387,6 +387,10 @@ class _Push:
             check_free_space(prov.space_needed(self.pull_plan))
             path = await prov.fetch(self.pull_plan, self.tracker)
             local = await fetched_files(prov, self.pull_plan, path)
+            # what the pulled model says of itself (its config's time, quantization) as when it was local
+            self.info = local.info
+            if self.request.created:
+                self.info.created = self.request.created
             for item in self.pull_plan.items:
                 if not item.local:
                     self.tracker.update(item.name, item.size or 0)
