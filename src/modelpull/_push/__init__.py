@@ -30,7 +30,7 @@ from .._oci.push import DEFAULT_CHUNK
 from .._secrets import Secret, as_secret, redact
 from .._transfer import RateLimit, new_session, resolve_policy
 from ..api import make_provider
-from ..errors import InvalidOption, ModelpullError, OfflineUnavailable
+from ..errors import IncompatibleModel, InvalidOption, ModelpullError, OfflineUnavailable
 from ..plan import Plan
 from ..progress import DownloadProgress, DownloadStatus, ProgressReporter, ProgressTracker
 from ..providers import SOURCES, Provider
@@ -72,6 +72,13 @@ PUSH_OPTIONS: dict[str, str] = {
     "source_insecure": "allow plain http to the source registry (oci, ollama-registry)",
     "dry_run": "plan only: what would be pulled and pushed, and what the destination has",
 }
+#: sources whose models push cannot take, and what to do instead
+_NOT_PUSHED = {
+    "ollama": "an Ollama server keeps its models to itself; push from its store instead: ollama-registry with "
+              "models_dir= the server's models folder (OLLAMA_MODELS)",
+    "url": "a single file from a URL is not a model artifact modelpull can describe; put it in a folder and "
+           "pull it from a Hub-like source, or push the model it belongs to",
+}
 _RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)")
 
 
@@ -103,6 +110,8 @@ def _request(
     base_url: object, options: dict[str, Any],
 ) -> _Request:
     source = SOURCES.get(provider)
+    if source.name in _NOT_PUSHED:
+        raise IncompatibleModel(_NOT_PUSHED[source.name])
     if fmt not in ("modelpack", "docker", Format.MODELPACK, Format.DOCKER):
         raise InvalidOption(f"format must be 'modelpack' or 'docker', got {str(fmt)[:40]!r}")
     kind, target = parse_destination(destination)
