@@ -28,6 +28,7 @@ import pytest
 
 from modelpull import DownloadProgress, DownloadStatus, download_model, push
 from tests.servers.registry import DockerRegistry, RegistryFront
+from tests.service.conftest import start_service  # noqa: F401  (modelpull serve, for the push jobs)
 
 SKOPEO = shutil.which("skopeo") or "/usr/bin/skopeo"
 MODELPACK_ARTIFACT = "application/vnd.cncf.model.manifest.v1+json"

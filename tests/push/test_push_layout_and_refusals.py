@@ -41,7 +41,7 @@ def offline_source(tmp_path: Path) -> SourceModel:
 
 
 @pytest.mark.parametrize("tar", [False, True])
-async def test_layout_carries_a_model_with_no_registry(offline_source, tmp_path, tar):
+async def test_layout_carries_a_model_with_no_registry(offline_source, registry, tmp_path, tar):
     layout = tmp_path / ("disk.tar" if tar else "disk")
     events = await collect(push(offline_source.provider, offline_source.model, f"oci-layout:{layout}:carried",
                                 format="docker", **offline_source.options))
@@ -69,6 +69,15 @@ async def test_layout_carries_a_model_with_no_registry(offline_source, tmp_path,
     assert folder_files(Path(got[-1].path or "")) == offline_source.files
     listed = json.loads((store / "models.json").read_text())["models"]
     assert listed[0]["tags"] == ["localhost/oci-layout/disk:again"]
+
+    # on the other side of the gap, the carried model goes into the site's registry unchanged
+    site = f"oci://{registry.host}/site/carried-{'tar' if tar else 'folder'}:v1"
+    pushed = await collect(push("oci", f"oci-layout:{layout}:carried", site, format="docker", insecure=True,
+                                models_dir=str(tmp_path / "dmr-site"), state_dir=str(tmp_path / "state")))
+    assert_contract(pushed)
+    assert pushed[-1].status is DownloadStatus.COMPLETE, pushed[-1].message
+    served = skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{site.removeprefix('oci://')}")
+    assert json.loads(served) == manifest  # the same manifest digest on both sides
 
 
 async def test_same_push_to_a_layout_twice_gives_the_same_tar(offline_source, tmp_path):
@@ -128,3 +137,26 @@ def test_cli_push_and_its_refusals(registry, ollama_model, state_dir):
                             "-orequest_attempts=1"], capture_output=True, text=True, timeout=120)
     last = json.loads(plain.stdout.splitlines()[-1])
     assert plain.returncode == 1 and last["error_code"] == "connection_failed", last  # https without --insecure
+
+
+async def test_credentials_go_only_to_the_registry_and_never_into_events(
+    registry, front, ollama_model, state_dir, caplog
+):
+    canary = "alice:canary-s3cret-4711"
+    front.basic_auth, front.credential = True, canary
+    destination = f"oci://{front.netloc}/team/private:v1"
+    events = await collect(push(ollama_model.provider, ollama_model.model, destination, token=canary,
+                                insecure=True, state_dir=state_dir, **ollama_model.options))
+    assert_contract(events)
+    assert events[-1].status is DownloadStatus.COMPLETE, events[-1].message
+    refused = await collect(push(ollama_model.provider, ollama_model.model, f"oci://{front.netloc}/team/private:v2",
+                                 token="alice:wrong-canary-0815", insecure=True, state_dir=state_dir,
+                                 **ollama_model.options))
+    assert refused[-1].error_code == "auth_required", refused[-1].message
+    for event in [*events, *refused]:
+        text = json.dumps(event.to_dict())
+        assert "canary-s3cret-4711" not in text and "wrong-canary-0815" not in text
+    assert "canary" not in caplog.text
+    for path in Path(state_dir).rglob("*"):
+        if path.is_file():
+            assert b"canary" not in path.read_bytes()

@@ -132,6 +132,16 @@ async def test_gguf_quantization_as_docker_model(registry, gguf_model, state_dir
     entry = json.loads((store / "models.json").read_text())["models"][0]
     assert entry["tags"] == [f"{registry.host}/{repo}:q4"]
 
+    # from Docker Model Runner's store to another repository: no network to a source, blobs mounted
+    # from the repository they came from, and the very same manifest (the source's time, same files)
+    events = await collect(push("oci", f"{registry.host}/{repo}:q4", f"oci://{registry.host}/team/copy:q4",
+                                format="docker", insecure=True, state_dir=state_dir, models_dir=str(store)))
+    assert_contract(events)
+    assert events[-1].status is DownloadStatus.COMPLETE, events[-1].message
+    assert f"mounted from {repo}" in events[-1].message
+    copied = skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{registry.host}/team/copy:q4")
+    assert json.loads(copied) == manifest
+
 
 @pytest.mark.parametrize("fmt", ["modelpack", "docker"])
 async def test_ollama_model_lands_as_named_files(registry, ollama_model, state_dir, tmp_path, fmt):
@@ -171,3 +181,30 @@ async def test_same_model_twice_same_digest_and_a_second_repository_mounts(
     # the weights were mounted from team/mount-a: no byte of them was sent again
     assert sum(front.uploaded.values()) - sent_before < weights
     assert "mounted from team/mount-a" in events[-1].message
+
+
+async def test_a_model_not_yet_local_is_pulled_first_within_one_total(olah, registry, state_dir, tmp_path):
+    files = {"weights.safetensors": bytes(range(256)) * 2000, "config.json": b'{"hidden_size": 4}'}
+    olah.make_repo("modelpull-push/Not-Yet-Local", files)
+    cache = tmp_path / "fresh-cache"
+    destination = f"oci://{registry.host}/team/pulled-first:v1"
+    dry = await collect(push("hf", "modelpull-push/Not-Yet-Local", destination, base_url=olah.endpoint,
+                             cache_dir=str(cache), insecure=True, state_dir=state_dir, dry_run=True))
+    assert [e.status for e in dry] == [DownloadStatus.STARTING, DownloadStatus.COMPLETE]
+    assert "pulled first from huggingface" in dry[-1].message and not list(cache.rglob("*.safetensors"))
+
+    events = await collect(push("hf", "modelpull-push/Not-Yet-Local", destination, base_url=olah.endpoint,
+                                cache_dir=str(cache), insecure=True, state_dir=state_dir))
+    assert_contract(events)
+    assert events[-1].status is DownloadStatus.COMPLETE, events[-1].message
+    size = sum(len(b) for b in files.values())
+    # one total: the bytes pulled, then every blob pushed (the files and the config)
+    assert events[0].total_bytes > 2 * size and events[0].downloaded_bytes == 0
+    counted = {f.name: (f.present, f.size) for f in events[-1].files or []}
+    assert counted["weights.safetensors"] == (len(files["weights.safetensors"]),) * 2  # pulled
+    assert counted["upload weights.safetensors"] == (len(files["weights.safetensors"]),) * 2  # pushed
+    back = tmp_path / "back"
+    got = await collect(download_model("oci", f"{registry.host}/team/pulled-first:v1", insecure=True,
+                                       local_dir=str(back)))
+    assert got[-1].status is DownloadStatus.COMPLETE, got[-1].message
+    assert folder_files(back) == files

@@ -373,6 +373,16 @@ def test_the_data_directory_by_default_and_one_service_per_directory(start_servi
         )
         assert refused.returncode != 0
         assert "another modelpull service uses the data directory" in refused.stderr
+        # without a chosen folder, a second service still starts, without a journal, and says so
+        port2 = free_port()
+        second = serve_process(["--port", str(port2)], tmp_path / "second.log",
+                               env={"MODELPULL_DATA_DIR": "", "XDG_DATA_HOME": str(xdg), "HOME": str(home)})
+        try:
+            wait_for(lambda: _answers(f"http://127.0.0.1:{port2}/api/models"), timeout=30)
+        finally:
+            _stop(second)
+        assert "warning: jobs will not outlive this service: another modelpull service uses the data directory" in (
+            tmp_path / "second.log").read_text()
     finally:
         _stop(proc)
     # an unusable data directory is refused before the service starts

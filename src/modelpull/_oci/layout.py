@@ -33,7 +33,7 @@ import os
 import re
 import tarfile
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -254,28 +254,16 @@ def copy_verified(
     ``progress(n)`` gets the bytes copied so far; ``cancel`` stops it
     (the temporary file is removed). :class:`ChecksumMismatch` leaves nothing.
     """
-    hexa = digest_hex(digest)
+    digest_hex(digest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    hasher = hashlib.sha256()
-    done = 0
     try:
         try:
-            while done < size:
-                if cancel.is_set():
-                    raise InterruptedError("cancelled")
-                block = os.pread(fd, min(_BLOCK, size - done), offset + done)
-                if not block:
-                    raise ChecksumMismatch(f"blob {digest} ends early; nothing was written")
-                hasher.update(block)
+            for block in _checked_blocks(fd, offset, size, digest, progress, cancel):
                 view = memoryview(block)
                 while view:
                     view = view[os.write(out, view):]
-                done += len(block)
-                progress(done)
-            if hasher.hexdigest() != hexa:
-                raise ChecksumMismatch(f"blob {digest} does not match its digest; nothing was written")
             replace_durably(tmp, dest, out)
         finally:
             os.close(out)
@@ -283,6 +271,27 @@ def copy_verified(
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _checked_blocks(
+    fd: int, offset: int, size: int, digest: str, progress: Callable[[int], None], cancel: threading.Event,
+) -> Iterator[bytes]:
+    """``size`` bytes of ``fd`` from ``offset`` in blocks; :class:`ChecksumMismatch` after the last one
+    when they do not hash to ``digest`` (so nothing made of them may be kept)."""
+    hasher = hashlib.sha256()
+    done = 0
+    while done < size:
+        if cancel.is_set():
+            raise InterruptedError("cancelled")
+        block = os.pread(fd, min(_BLOCK, size - done), offset + done)
+        if not block:
+            raise ChecksumMismatch(f"blob {digest} ends early; nothing was written")
+        hasher.update(block)
+        yield block
+        done += len(block)
+        progress(done)
+    if "sha256:" + hasher.hexdigest() != digest:
+        raise ChecksumMismatch(f"blob {digest} does not match its digest; nothing was written")
 
 
 # -- writing --------------------------------------------------------------------------
@@ -471,20 +480,8 @@ class _TarStream:
         cancel: threading.Event,
     ) -> None:
         self._header(name, size, tarfile.REGTYPE, 0o644)
-        hasher = hashlib.sha256()
-        done = 0
-        while done < size:
-            if cancel.is_set():
-                raise InterruptedError("cancelled")
-            block = os.pread(fd, min(_BLOCK, size - done), offset + done)
-            if not block:
-                raise ChecksumMismatch(f"blob {digest} ends early; nothing was written")
-            hasher.update(block)
+        for block in _checked_blocks(fd, offset, size, digest, progress, cancel):
             self._write(block)
-            done += len(block)
-            progress(done)
-        if "sha256:" + hasher.hexdigest() != digest:
-            raise ChecksumMismatch(f"blob {digest} does not match its digest; nothing was written")
         self._pad(size)
 
     def close(self) -> None:

@@ -20,7 +20,7 @@ import os
 import re
 import threading
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,9 @@ from .._format import format_bytes
 from .._oci.layout import LayoutReference
 from .._oci.push import DEFAULT_CHUNK
 from .._secrets import Secret, as_secret, redact
-from .._transfer import new_session, resolve_policy
+from .._transfer import RateLimit, new_session, resolve_policy
 from ..api import make_provider
-from ..errors import InvalidOption, ModelpullError, OfflineUnavailable
+from ..errors import IncompatibleModel, InvalidOption, ModelpullError, OfflineUnavailable
 from ..plan import Plan
 from ..progress import DownloadProgress, DownloadStatus, ProgressReporter, ProgressTracker
 from ..providers import SOURCES, Provider
@@ -54,7 +54,7 @@ from .sources import (
     planned_files,
 )
 
-__all__ = ["PUSH_OPTIONS", "check_push", "push"]
+__all__ = ["PUSH_FORMAT", "PUSH_OPTIONS", "PUSH_TO", "check_job", "check_push", "job_events", "push"]
 
 log = logging.getLogger("modelpull.push")
 
@@ -71,6 +71,13 @@ PUSH_OPTIONS: dict[str, str] = {
     "source_options": "options for the source only (a dict), e.g. {'insecure': True}",
     "source_insecure": "allow plain http to the source registry (oci, ollama-registry)",
     "dry_run": "plan only: what would be pulled and pushed, and what the destination has",
+}
+#: sources whose models push cannot take, and what to do instead
+_NOT_PUSHED = {
+    "ollama": "an Ollama server keeps its models to itself; push from its store instead: ollama-registry with "
+              "models_dir= the server's models folder (OLLAMA_MODELS)",
+    "url": "a single file from a URL is not a model artifact modelpull can describe; put it in a folder and "
+           "pull it from a Hub-like source, or push the model it belongs to",
 }
 _RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)")
 
@@ -103,6 +110,8 @@ def _request(
     base_url: object, options: dict[str, Any],
 ) -> _Request:
     source = SOURCES.get(provider)
+    if source.name in _NOT_PUSHED:
+        raise IncompatibleModel(_NOT_PUSHED[source.name])
     if fmt not in ("modelpack", "docker", Format.MODELPACK, Format.DOCKER):
         raise InvalidOption(f"format must be 'modelpack' or 'docker', got {str(fmt)[:40]!r}")
     kind, target = parse_destination(destination)
@@ -210,8 +219,13 @@ async def push(
         prov = make_provider(request.provider, request.model, request.source_token, request.base_url,
                              **request.source_options)
         secrets.extend(prov.secrets)
-        policy = resolve_policy(request.transfer.get("policy"),
-                                **{k: v for k, v in request.transfer.items() if k != "policy"})
+        shared = request.transfer.get("max_speed")
+        shared = shared if isinstance(shared, RateLimit) else None
+        policy = resolve_policy(request.transfer.get("policy"), **{
+            k: v for k, v in request.transfer.items() if k != "policy" and not (k == "max_speed" and shared)
+        })
+        if shared is not None:
+            policy = replace(policy, limit=shared)
         session = new_session(policy)
         dest = _destination(request, prov, session, policy)
         run = _Push(request, prov, dest)
@@ -271,6 +285,29 @@ async def push(
             await session.close()
 
 
+#: a service job is a push when its options name a destination under this key (and its format under the next):
+#: the journal keeps them with the rest of the request, so a push job comes back like a download job
+PUSH_TO = "push_to"
+PUSH_FORMAT = "push_format"
+
+
+def job_events(
+    provider: str, model: str, token: str | None, base_url: str | None, options: dict[str, Any]
+) -> AsyncIterator[DownloadProgress]:
+    """The events of a service job whose options carry :data:`PUSH_TO` (``token``: the destination's)."""
+    options = dict(options)
+    destination = options.pop(PUSH_TO)
+    fmt = options.pop(PUSH_FORMAT, "modelpack")
+    return push(provider, model, destination, format=fmt, token=token, base_url=base_url, **options)
+
+
+def check_job(provider: str, model: str, token: Any = None, base_url: object = None, **options: Any) -> str:
+    """:func:`check_push` for a service job's request (see :func:`job_events`)."""
+    destination = options.pop(PUSH_TO, None)
+    fmt = options.pop(PUSH_FORMAT, "modelpack")
+    return check_push(provider, model, destination, format=fmt, token=token, base_url=base_url, **options)
+
+
 def _destination(request: _Request, prov: Provider, session: Any, policy: Any) -> Destination:
     if request.kind == "layout":
         assert isinstance(request.target, LayoutReference)
@@ -318,6 +355,9 @@ class _Push:
         else:
             files = self.local.files = await _hash_small(self.local.files)
             info = self.local.info
+            origin = self.local.origin
+            if isinstance(self.dest, RegistryDestination) and origin and origin[0] == self.dest.host:
+                self.dest.mount_from.append(origin[1])  # its blobs are in that repository already
         if self.request.created:
             info.created = self.request.created
         self.info = info
@@ -356,6 +396,10 @@ class _Push:
             check_free_space(prov.space_needed(self.pull_plan))
             path = await prov.fetch(self.pull_plan, self.tracker)
             local = await fetched_files(prov, self.pull_plan, path)
+            # what the pulled model says of itself (its config's time, quantization) as when it was local
+            self.info = local.info
+            if self.request.created:
+                self.info.created = self.request.created
             for item in self.pull_plan.items:
                 if not item.local:
                     self.tracker.update(item.name, item.size or 0)

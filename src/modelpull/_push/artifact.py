@@ -237,6 +237,12 @@ def _weights_format(files: Sequence[ArtifactFile]) -> str | None:
     return None
 
 
+def _model_fields(info: ModelInfo, weights: str | None) -> dict[str, Any]:
+    """What both formats' ``config`` say of the weights (the same names in both)."""
+    fields = {"format": weights, "quantization": info.quantization, "architecture": info.architecture}
+    return {key: value for key, value in fields.items() if value}
+
+
 def _modelpack_config(info: ModelInfo, weights: str | None, diff_ids: list[str]) -> dict[str, Any]:
     descriptor: dict[str, Any] = {"createdAt": info.created, "name": info.name}
     if info.family:
@@ -245,23 +251,11 @@ def _modelpack_config(info: ModelInfo, weights: str | None, diff_ids: list[str])
         descriptor["revision"] = info.revision
     if info.source_url:
         descriptor["sourceURL"] = info.source_url
-    config: dict[str, Any] = {}
-    if weights:
-        config["format"] = weights
-    if info.quantization:
-        config["quantization"] = info.quantization
-    if info.architecture:
-        config["architecture"] = info.architecture
-    return {"descriptor": descriptor, "config": config, "modelfs": {"type": "layers", "diffIds": diff_ids}}
+    return {"descriptor": descriptor, "config": _model_fields(info, weights),
+            "modelfs": {"type": "layers", "diffIds": diff_ids}}
 
 
 def _docker_config(info: ModelInfo, weights: str | None, diff_ids: list[str], size: int) -> dict[str, Any]:
-    config: dict[str, Any] = {"size": str(size)}
-    if weights:
-        config["format"] = weights
-    if info.quantization:
-        config["quantization"] = info.quantization
-    if info.architecture:
-        config["architecture"] = info.architecture
+    config: dict[str, Any] = {"size": str(size), **_model_fields(info, weights)}
     return {"config": config, "descriptor": {"created": info.created},
             "rootfs": {"type": "rootfs", "diff_ids": diff_ids}}

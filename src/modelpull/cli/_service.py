@@ -70,7 +70,7 @@ def serve(
         import uvicorn  # noqa: F401
 
         from ..service import ConfigError, ServiceConfig, run
-        from ..service._journal import default_data_dir
+        from ..service._journal import Journal, JournalError, default_data_dir
     except ImportError:
         raise click.ClickException(
             "the service needs FastAPI and uvicorn: pip install 'modelpull[service]'"
@@ -78,8 +78,16 @@ def serve(
     values: dict[str, Any] = dict(
         host=host, port=port, api_key=api_key or None, cors_origins=list(cors_origins),
         allowed_hosts=list(allowed_hosts), allow_client_paths=allow_client_paths,
-        keep_finished=keep_finished, max_running=max_running, data_dir=data_dir or default_data_dir(), **settings,
+        keep_finished=keep_finished, max_running=max_running, data_dir=data_dir or None, **settings,
     )
+    if not data_dir:
+        # The default folder is a convenience: when it cannot be used (read-only home, another
+        # service on it), serve without a journal rather than not at all. A chosen one must work.
+        try:
+            Journal(default_data_dir()).check()
+            values["data_dir"] = default_data_dir()
+        except JournalError as exc:
+            click.echo(f"warning: jobs will not outlive this service: {exc}", err=True)
     try:
         config = ServiceConfig(**values, max_speed=limit_rate)
         config.check()

@@ -31,11 +31,12 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .._push import PUSH_TO, check_job, job_events
 from .._secrets import Secret, as_secret
 from .._transfer import RateLimit
 from ..api import SOURCES, check_download, download_model
@@ -349,10 +350,10 @@ class Job:
         request = self.request
         PLACE_SETTINGS.set(self.place_settings)  # this task's own context
         token = request.token.reveal() if request.token else None
-        events = download_model(
-            request.provider, request.model, token=token, base_url=request.base_url,
-            **with_service_cap(request.provider, request.options, self.limit),
-        )
+        options = with_service_cap(request.provider, request.options, self.limit)
+        events = job_events(request.provider, request.model, token, request.base_url, options) \
+            if PUSH_TO in options else download_model(
+                request.provider, request.model, token=token, base_url=request.base_url, **options)
         del token
         terminal = False
         stopped = False
@@ -414,6 +415,10 @@ class Job:
 
     def _stop_event(self, reason: str) -> dict[str, Any]:
         model = self.request.model
+        if PUSH_TO in self.request.options:
+            what = "paused" if reason == PAUSED_CODE else "cancelled"
+            return self._error_event(reason, f"Push of {model} {what}; nothing was tagged, and what the "
+                                             "destination holds already is kept: resuming continues from there")
         if reason == PAUSED_CODE:
             message = f"Download of {model} paused; what was downloaded is kept and resuming continues from there"
         else:
@@ -458,6 +463,11 @@ def with_service_cap(provider: str, options: dict[str, Any], limit: RateLimit | 
         return options
     own = options.get("max_speed")
     return {**options, "max_speed": RateLimit(own, parent=limit) if own else limit}
+
+
+def _check(request: JobRequest) -> Callable[..., str]:
+    """The offline check of a job's request: a push's, or a download's."""
+    return check_job if PUSH_TO in request.options else check_download
 
 
 class TooManyJobs(Exception):
@@ -566,7 +576,7 @@ class JobManager:
                 '{"token": "..."} in the JSON body',
             )
         secret = request.token.reveal() if request.token else None
-        check_download(request.provider, request.model, secret, request.base_url, **request.options)
+        _check(request)(request.provider, request.model, secret, request.base_url, **request.options)
         del secret
         key = request.identity()
         other = self._running.get(key)
@@ -608,7 +618,7 @@ class JobManager:
             return
         request = job.request
         try:
-            check_download(request.provider, request.model, None, request.base_url, **request.options)
+            _check(request)(request.provider, request.model, None, request.base_url, **request.options)
         except ModelpullError as exc:
             job.halt(JobState.ERROR, exc.code, exc.message)
             return

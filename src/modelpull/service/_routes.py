@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from .._push import PUSH_FORMAT, PUSH_TO, check_job
 from .._secrets import as_secret
 from .._transfer import RateLimit
 from ..api import SOURCES, check_download, plan_download
@@ -153,8 +154,13 @@ def _invalid(message: str) -> ApiError:
     return ApiError(422, "invalid_request", message)
 
 
-def parse_job_request(data: Any, config: ServiceConfig) -> JobRequest:
-    """Validate a download request body (offline) and apply the service's defaults."""
+def parse_job_request(
+    data: Any, config: ServiceConfig, check: Callable[..., str] = check_download
+) -> JobRequest:
+    """Validate a download request body (offline) and apply the service's defaults.
+
+    ``check`` is the offline check of the request (a push job's differs).
+    """
     if not isinstance(data, dict):
         raise _invalid("the body must be a JSON object with provider, model and optional token, base_url, options")
     unknown = sorted(set(data) - set(_BODY_FIELDS))
@@ -193,8 +199,28 @@ def parse_job_request(data: Any, config: ServiceConfig) -> JobRequest:
     merged = {**default_options, **options}
     base_url = base_url or default_base
     model = model.strip()
-    check_download(name, model, token, base_url, **merged)  # raises ModelpullError (offline)
+    check(name, model, token, base_url, **merged)  # raises ModelpullError (offline)
     return JobRequest(name, model, base_url or None, merged, as_secret(token))
+
+
+def parse_push_request(data: Any, config: ServiceConfig) -> JobRequest:
+    """A push request body: a download's fields plus ``destination`` and ``format``; ``token`` is the
+    destination's credential. It runs as a job beside the downloads (same events and controls)."""
+    if not isinstance(data, dict):
+        raise _invalid("the body must be a JSON object with provider, model, destination and optional "
+                       "format, token, base_url, options")
+    body = dict(data)
+    destination, fmt = body.pop("destination", None), body.pop("format", "modelpack")
+    if not isinstance(destination, str) or not destination.strip() or len(destination) > 2048:
+        raise _invalid("'destination' is required: oci://registry[:port]/namespace/name[:tag] or oci-layout:PATH")
+    if not isinstance(fmt, str):
+        raise _invalid("'format' must be 'modelpack' or 'docker'")
+    options: dict[str, Any] = body["options"] if isinstance(body.get("options"), dict) else {}
+    if not config.allow_client_paths and (destination.startswith("oci-layout:") or "state_dir" in options):
+        raise ApiError(400, "invalid_option", "this service chooses where files go; it does not push to an "
+                       "oci-layout folder or take state_dir (start it with --allow-client-paths to allow that)")
+    body["options"] = {**options, PUSH_TO: destination.strip(), PUSH_FORMAT: fmt}
+    return parse_job_request(body, config, check=check_job)
 
 
 def parse_resume_body(data: Any) -> str | None:
@@ -373,6 +399,22 @@ def create_router(
         """Start a download, or join the identical one already running."""
         job, joined = start(await _read_json(request, config.max_body))
         location = request.url.path.rstrip("/") + "/" + job.id
+        return JSONResponse(
+            {"id": job.id, "joined": joined, "events": location + "/events", "job": job.view()},
+            status_code=200 if joined else 201,
+            headers={"Location": location},
+        )
+
+    @router.post("/pushes")
+    @api
+    async def create_push(request: Request) -> Response:
+        """Start a push of a model to a registry or layout: a job beside the downloads, under /downloads/{id}."""
+        job_request = parse_push_request(await _read_json(request, config.max_body), config)
+        try:
+            job, joined = state.manager().start(job_request)
+        except TooManyJobs as exc:
+            raise ApiError(429, "too_many_jobs", str(exc)) from None
+        location = request.url.path.rstrip("/").removesuffix("/pushes") + "/downloads/" + job.id
         return JSONResponse(
             {"id": job.id, "joined": joined, "events": location + "/events", "job": job.view()},
             status_code=200 if joined else 201,
