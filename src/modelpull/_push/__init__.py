@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .._data import data_dir
 from .._format import format_bytes
 from .._oci.layout import LayoutReference
 from .._oci.push import DEFAULT_CHUNK
@@ -165,9 +166,7 @@ def _request(
 
 
 def _default_state_dir() -> Path:
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("modelpull", appauthor=False)) / "push"
+    return data_dir("push")
 
 
 def check_push(

@@ -54,6 +54,7 @@ from urllib.parse import unquote
 import aiohttp
 from yarl import URL
 
+from .._data import data_dir
 from .._secrets import Secret
 from .._transfer import (
     BearerAuth,
@@ -201,9 +202,7 @@ def disposition_filename(header: str) -> str | None:
 def default_url_dir() -> Path:
     """``<user data folder>/modelpull/url`` (platformdirs: ``~/.local/share`` or
     ``$XDG_DATA_HOME`` on Linux, ``~/Library/Application Support`` on macOS, ...)."""
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("modelpull", appauthor=False)) / "url"
+    return data_dir("url")
 
 
 # -- the folder ----------------------------------------------------------------------------

@@ -33,6 +33,8 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from .._data import data_dir
+
 log = logging.getLogger("modelpull.service")
 
 DATA_DIR_ENV = "MODELPULL_DATA_DIR"
@@ -57,18 +59,10 @@ _TEMP_NAME = re.compile(r"^\.[0-9a-f]{16}\.json\..+\.tmp$")
 def default_data_dir() -> Path:
     """Where ``modelpull serve`` keeps its journal unless told otherwise.
 
-    ``$XDG_DATA_HOME/modelpull/service`` (an absolute ``XDG_DATA_HOME``, else
-    ``~/.local/share``), as platformdirs' ``user_data_dir`` on Linux; the
-    platform's own place on macOS and Windows.
+    ``<modelpull's data folder>/service``: ``$XDG_DATA_HOME/modelpull/service``
+    (else ``~/.local/share/...``) on Linux, the platform's own place elsewhere.
     """
-    if sys.platform == "win32":
-        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
-        return Path(base) / "modelpull" / "service"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "modelpull" / "service"
-    xdg = os.environ.get("XDG_DATA_HOME", "")
-    base_path = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "share"
-    return base_path / "modelpull" / "service"
+    return data_dir("service")
 
 
 class BadRecord(ValueError):
