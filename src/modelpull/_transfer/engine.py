@@ -39,9 +39,10 @@ import errno
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from filelock import FileLock, Timeout
@@ -70,7 +71,8 @@ from .links import LINKS, LinkMemory
 from .parts import STATE_SUFFIX, Part, PartState, merge_following_parts, present_bytes
 from .policy import TransferPolicy
 from .scheduler import FileSchedule, Stream
-from .writer import DiskWriter
+from .wire import Fallback, WirePool, WireResponse
+from .writer import Chunk, DiskWriter
 
 log = logging.getLogger("modelpull.transfer")
 
@@ -134,8 +136,12 @@ class _Retry(Exception):
         self.cause = cause
 
 
-#: Maps an unexpected HTTP response to a typed error (provider-specific wording).
-ErrorForResponse = Callable[[aiohttp.ClientResponse, str], ModelpullError | None]
+#: Maps an unexpected HTTP response to a typed error (provider-specific wording). The
+#: response is aiohttp's or the lean client's (:class:`.wire.WireResponse`): both have
+#: ``status``, ``headers``, ``url`` and ``content_length``.
+ErrorForResponse = Callable[[Any, str], ModelpullError | None]
+#: a response the engine reads a part from
+Answer = aiohttp.ClientResponse | WireResponse
 
 
 class TransferEngine:
@@ -163,6 +169,8 @@ class TransferEngine:
         self.copied: dict[str, str] = {}
         #: tail splits made (the rest of a lagging part given to another connection)
         self.splits = 0
+        self._wire: WirePool | None = None
+        self._fetching = 0
 
     # ------------------------------------------------------------------ files
 
@@ -174,9 +182,24 @@ class TransferEngine:
             async with limit:
                 await self.fetch(transfer)
 
-        await run_all(one(t) for t in transfers)
+        self._fetching += 1
+        try:
+            await run_all(one(t) for t in transfers)
+        finally:
+            self._fetching -= 1
+            if not self._fetching:
+                self.close()
 
     async def fetch(self, transfer: FileTransfer) -> None:
+        self._fetching += 1
+        try:
+            await self._fetch_one(transfer)
+        finally:
+            self._fetching -= 1
+            if not self._fetching:
+                self.close()
+
+    async def _fetch_one(self, transfer: FileTransfer) -> None:
         key = transfer.key
         if self._published(transfer):
             self.tracker.update(key, transfer.size)
@@ -356,11 +379,13 @@ class TransferEngine:
         headers = {"Range": f"bytes={part.done}-{part.end - 1}", "Accept-Encoding": "identity"}
         url = URL(transfer.url, encoded=True)
         try:
-            response = await send(self.session, url, headers, self.auth)
+            response = await self._open(url, headers)
         except asyncio.TimeoutError as exc:
             raise _Retry(TransferTimeout(
                 f"{describe(url)} did not answer within {self.policy.stall_timeout:.0f}s"
             ), cause=exc) from None
+        except (ConnectionFailed, IncompleteTransfer, TransferTimeout) as exc:
+            raise _Retry(exc) from None
         except aiohttp.ClientConnectorError as exc:
             raise _Retry(
                 ConnectionFailed(f"cannot connect to {describe(url)}: {exc.os_error}"), cause=exc
@@ -378,7 +403,7 @@ class TransferEngine:
                     merge_following_parts(state, part)
                 state.ranges_ok.set_result(response.status == 206)
             # Chunks as received, written together with one pwritev: no copies in between.
-            buffer: list[bytes] = []
+            buffer: list[Chunk] = []
             buffered = 0
             since = 0.0  # when the oldest buffered chunk arrived
             clock = asyncio.get_running_loop().time
@@ -387,7 +412,7 @@ class TransferEngine:
             limit = self.limit if self.limit is not None and self.limit.active else None
             self.tracker.begin(transfer.key)
             try:
-                async for chunk, _ in response.content.iter_chunks():
+                async for chunk in _body(response):
                     if skip:
                         dropped = min(skip, len(chunk))
                         skip -= dropped
@@ -425,6 +450,10 @@ class TransferEngine:
                 raise _Retry(IncompleteTransfer(
                     f"the connection broke while fetching {transfer.key}: {exc or type(exc).__name__}"
                 ), cause=exc) from None
+            except IncompleteTransfer as exc:
+                raise _Retry(IncompleteTransfer(
+                    f"{exc.message.rstrip('.')} while fetching {transfer.key}"
+                )) from None
             finally:
                 self.tracker.end(transfer.key)
                 if buffer:
@@ -441,17 +470,34 @@ class TransferEngine:
         if speed is not None:
             self.links.note_speed(transfer.url, speed)
 
-    async def _error_body(self, response: aiohttp.ClientResponse) -> str:
+    async def _open(self, url: URL, headers: dict[str, str]) -> Answer:
+        """The response to a ranged GET: the lean client's when it can, else aiohttp's."""
+        if self._wire is None and self.policy.lean_client:
+            self._wire = WirePool(self.policy.connect_timeout, self.policy.stall_timeout)
+        if self._wire is not None and WirePool.usable(url):
+            try:
+                return await self._wire.get(url, headers, self.auth)
+            except Fallback as exc:
+                log.debug("%s: the general client takes over (%s)", describe(url), exc)
+        return await send(self.session, url, headers, self.auth)
+
+    def close(self) -> None:
+        """Close the connections kept for the next request (the session is the caller's)."""
+        if self._wire is not None:
+            self._wire.close()
+            self._wire = None
+
+    async def _error_body(self, response: Answer) -> str:
         if response.status in (200, 206):
             return ""
+        if isinstance(response, WireResponse):
+            return await response.read_error()
         try:
             return (await response.content.read(4096)).decode("utf-8", "replace")
         except (aiohttp.ClientError, asyncio.TimeoutError):
             return ""
 
-    def _check_response(
-        self, transfer: FileTransfer, part: Part, response: aiohttp.ClientResponse, body: str
-    ) -> None:
+    def _check_response(self, transfer: FileTransfer, part: Part, response: Answer, body: str) -> None:
         status = response.status
         where = describe(response.url)
         if status == 206:
@@ -580,3 +626,15 @@ def _has_digest(path: Path, digest: str, size: int, cancel: threading.Event) -> 
     finally:
         os.close(fd)
     return bool(hasher.hexdigest() == hex_of(digest))
+
+
+def _body(response: Answer) -> AsyncIterator[Chunk]:
+    """A response's body as it arrives."""
+    if isinstance(response, WireResponse):
+        return response.chunks()
+    return _aiohttp_body(response)
+
+
+async def _aiohttp_body(response: aiohttp.ClientResponse) -> AsyncIterator[Chunk]:
+    async for chunk, _ in response.content.iter_chunks():
+        yield chunk

@@ -12,8 +12,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from yarl import URL
@@ -109,7 +110,12 @@ async def read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def retry_after(response: aiohttp.ClientResponse) -> float | None:
+class _HasHeaders(Protocol):
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+def retry_after(response: _HasHeaders) -> float | None:
     """The response's ``Retry-After`` in seconds (delta or HTTP date), None without one."""
     value = response.headers.get("Retry-After")
     if not value:

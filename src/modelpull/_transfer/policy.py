@@ -92,6 +92,9 @@ class TransferPolicy:
     split_tail: bool = True
     #: bytes/s the whole download may use, over all its connections and files (None: no cap)
     max_speed: float | None = None
+    #: part bodies over the engine's lean HTTP/1.1 client (``wire``) when it can serve the
+    #: URL; False: always aiohttp
+    lean_client: bool = True
     #: a cap shared with other downloads (a service's), on top of ``max_speed``
     limit: RateLimit | None = field(default=None, compare=False, repr=False)
 

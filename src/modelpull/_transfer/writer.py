@@ -32,6 +32,9 @@ _CATCH_UP_STEP = 32 << 20
 #: ahead of the prefix are read back from disk later
 _MAX_HASH_QUEUE = 16 << 20
 
+#: received bytes as the connections hand them over (aiohttp's chunks, the lean client's blocks)
+Chunk = bytes | bytearray | memoryview
+
 
 class DiskWriter:
     """Writes a file's received chunks in a thread beside the event loop; a :class:`Hasher` follows.
@@ -48,7 +51,7 @@ class DiskWriter:
         self._fd = fd
         self._loop = asyncio.get_running_loop()
         self._hash = Hasher(transfer, fd, state, threaded)
-        self._jobs: deque[tuple[int, list[bytes], Part, int]] = deque()
+        self._jobs: deque[tuple[int, list[Chunk], Part, int]] = deque()
         self._cv = threading.Condition()
         self._queued = 0
         self._submitted = 0
@@ -65,7 +68,7 @@ class DiskWriter:
             self._thread.start()
 
     # -- the event loop's side ----------------------------------------------
-    def write_nowait(self, offset: int, chunks: list[bytes], part: Part) -> None:
+    def write_nowait(self, offset: int, chunks: list[Chunk], part: Part) -> None:
         """Queue ``chunks`` for ``offset``; they are written in order."""
         if self._thread is None:  # a small file: write (and hash) right here
             self._write(offset, chunks, part, 0)
@@ -79,7 +82,7 @@ class DiskWriter:
                 self._space.clear()
             self._cv.notify()
 
-    async def write(self, offset: int, chunks: list[bytes], part: Part) -> None:
+    async def write(self, offset: int, chunks: list[Chunk], part: Part) -> None:
         """:meth:`write_nowait`, then wait while too much is queued (the disk is slower)."""
         self._raise_error()
         self.write_nowait(offset, chunks, part)
@@ -147,7 +150,7 @@ class DiskWriter:
                 self._loop.call_soon_threadsafe(_resolve, waiter)
             self._loop.call_soon_threadsafe(self._space.set)
 
-    def _write(self, offset: int, chunks: list[bytes], part: Part, number: int) -> None:
+    def _write(self, offset: int, chunks: list[Chunk], part: Part, number: int) -> None:
         total = sum(map(len, chunks))
         if self.error is None:
             try:
@@ -187,9 +190,10 @@ class Hasher:
         self._fd = fd
         self._state = state
         self._cv = threading.Condition()
-        self._queue: deque[tuple[list[bytes], int]] = deque()
+        self._queue: deque[tuple[list[Chunk], int]] = deque()
         self._queued = 0
         self._frontier = 0  # end of what is hashed or queued to be
+        self._writer_waiting = False
         self._final = False
         self.cancel = threading.Event()
         self.error: BaseException | None = None
@@ -198,7 +202,7 @@ class Hasher:
             self._thread = threading.Thread(target=self._run, name="modelpull-hash", daemon=True)
             self._thread.start()
 
-    def feed(self, offset: int, chunks: list[bytes], total: int) -> None:
+    def feed(self, offset: int, chunks: list[Chunk], total: int) -> None:
         """Bytes now on disk at ``offset`` (called by the writer thread)."""
         if self._thread is None:  # hash in place, in order; the rest is read back at the end
             if offset == self._frontier:
@@ -209,8 +213,12 @@ class Hasher:
         with self._cv:
             # In order: wait for room (the writer, then the connections, slow down to
             # the hash's pace) rather than read it all back from disk later.
-            while offset == self._frontier and self._queued >= _MAX_HASH_QUEUE and not self.cancel.is_set():
-                self._cv.wait(0.5)
+            if offset == self._frontier and self._queued >= _MAX_HASH_QUEUE:
+                # wait until half of it is hashed: one wake-up per 8 MiB, not one per chunk
+                self._writer_waiting = True
+                while self._queued > _MAX_HASH_QUEUE // 2 and not self.cancel.is_set() and self.error is None:
+                    self._cv.wait(0.5)
+                self._writer_waiting = False
             if offset == self._frontier:
                 self._queue.append((chunks, total))
                 self._queued += total
@@ -251,11 +259,12 @@ class Hasher:
                         self._cv.wait(0.5)
                     if self.cancel.is_set():
                         return
-                    chunks: list[bytes] | None = None
+                    chunks: list[Chunk] | None = None
                     if self._queue:
                         chunks, total = self._queue.popleft()
                         self._queued -= total
-                        self._cv.notify_all()  # a writer may wait for room
+                        if self._writer_waiting and self._queued <= _MAX_HASH_QUEUE // 2:
+                            self._cv.notify_all()  # the writer waits for room
                     else:
                         end = self._size if self._final else self._state.contiguous_end()
                         if end <= self._frontier:
@@ -276,7 +285,7 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _pwrite_all(fd: int, chunks: list[bytes], offset: int, total: int) -> None:
+def _pwrite_all(fd: int, chunks: list[Chunk], offset: int, total: int) -> None:
     if len(chunks) > 1 and hasattr(os, "pwritev"):
         written = os.pwritev(fd, chunks, offset)
     else:
