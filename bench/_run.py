@@ -6,15 +6,24 @@
 ``seconds`` runs from the call to the end of the download (verification and
 publishing included), after the imports, so interpreter start-up is left out;
 the caller also records the process's wall time and peak RSS.
+
+``MODELPULL_BENCH_NO_FSYNC=1`` turns every ``fsync``/``fdatasync`` of this
+process into nothing (before modelpull is imported): the durable-publish bench
+measures what the flushes cost. It is read here, by the bench harness only;
+modelpull itself has no such setting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from typing import Any
+
+if os.environ.get("MODELPULL_BENCH_NO_FSYNC") == "1":
+    os.fsync = os.fdatasync = lambda fd: None  # bench-only: what the flushes cost
 
 
 def options(argv: list[str]) -> dict[str, Any]:

@@ -182,3 +182,18 @@ async def test_dedup_false_fetches_from_the_source(olah, hf_front, stores: dict[
     assert events[-1].status is DownloadStatus.COMPLETE, events[-1].message
     assert hf_front.file_bytes_sent(repo, name) == SIZE
     assert os.stat(stores["lmstudio"] / repo / name).st_nlink == 1
+
+
+async def test_a_linked_file_is_published_durably(olah, hf_front, stores: dict[str, Path]) -> None:
+    """Flushed before it gets its name, its folder flushed after: as a downloaded file (strace)."""
+    from tests.servers.strace import assert_durable, traced_download
+
+    repo, name, data = gguf_repo(olah, "Durable", 6)
+    hf_front.serve_lfs_from_disk()
+    assert (await collect("gguf", f"{repo}:Q4_K_M", base_url=hf_front.endpoint))[-1].status is DownloadStatus.COMPLETE
+    hf_front.clear_log()
+    calls, last = traced_download("lmstudio", f"{repo}:Q4_K_M", base_url=hf_front.endpoint,
+                                  models_dir=str(stores["lmstudio"]))
+    assert last["status"] == "complete", last
+    assert hf_front.file_bytes_sent(repo, name) == 0  # it was linked, not fetched
+    assert_durable(calls, (stores["lmstudio"] / repo / name).resolve())

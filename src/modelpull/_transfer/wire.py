@@ -279,6 +279,17 @@ class WireResponse:
             for view in views:
                 yield view
 
+    async def drain(self) -> None:
+        """Read a short body to its end (a redirect's), so the connection can serve the next request."""
+        if self.content_length is None or self.content_length > _ERROR_BODY:
+            self._reusable = False
+            return
+        try:
+            async for _ in self.chunks():
+                pass
+        except (asyncio.TimeoutError, IncompleteTransfer):
+            self._reusable = False
+
     async def read_error(self) -> str:
         """Up to 4 KiB of the body (an error's text); the connection is not kept."""
         got = bytearray()
@@ -336,7 +347,7 @@ class WirePool:
             response = await self._request(url, {**headers, **auth.headers_for(url)})
             if response.status in REDIRECTS and "Location" in response.headers:
                 location = URL(response.headers["Location"], encoded=True)
-                await response.read_error()
+                await response.drain()
                 response.release()
                 url = url.join(location)
                 continue
