@@ -122,6 +122,7 @@ def list_command(provider: str | None, partial: bool, as_json: bool, **settings:
     else:
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(box=None, pad_edge=False)
         for column in ("provider", "model", "size", "modified", "where"):
@@ -134,8 +135,10 @@ def list_command(provider: str | None, partial: bool, as_json: bool, **settings:
                 size += f" ({format_bytes(model.shared_bytes)} shared)"
             modified = datetime.fromtimestamp(model.modified).strftime("%Y-%m-%d %H:%M") if model.modified else ""
             provider_label = model.provider + (" (mlx)" if model.mlx and model.provider == "huggingface" else "")
-            table.add_row(provider_label, model.name, size, modified, model.path or model.source)
-        Console(soft_wrap=True).print(table)
+            cells = (provider_label, model.name, size, modified, model.path or model.source)
+            table.add_row(*(Text(cell) for cell in cells))  # literally: a [bracket] is no markup
+        # piped: one line per model, never wrapped or cut at 80 columns
+        Console(soft_wrap=True, width=None if sys.stdout.isatty() else 100_000).print(table)
     for note in inventory.notes:
         click.echo(f"note: {note}", err=True)
 
