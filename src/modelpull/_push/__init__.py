@@ -35,7 +35,8 @@ from ..errors import IncompatibleModel, InvalidOption, ModelpullError, OfflineUn
 from ..plan import Plan
 from ..progress import DownloadProgress, DownloadStatus, ProgressReporter, ProgressTracker
 from ..providers import SOURCES, Provider
-from ..providers.base import TRANSFER_OPTIONS, bool_option, check_free_space
+from ..providers._source import TRANSFER_OPTIONS
+from ..providers.base import bool_option, check_free_space
 from .artifact import ArtifactFile, BuiltArtifact, Format, build_artifact, placeholder_digest
 from .destinations import (
     Blob,

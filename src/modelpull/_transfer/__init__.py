@@ -18,10 +18,11 @@ from .http import (
 )
 from .limit import RateLimit, parse_rate
 from .parts import STATE_SUFFIX, PartialFile, present_bytes, read_partial
-from .policy import POLICIES, Retry, TransferPolicy, resolve_policy, retry_request
+from .policy import POLICIES, POLICY_SETTINGS, Retry, TransferPolicy, resolve_policy, retry_request
 
 __all__ = [
     "POLICIES",
+    "POLICY_SETTINGS",
     "STATE_SUFFIX",
     "Auth",
     "BearerAuth",

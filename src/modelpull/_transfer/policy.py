@@ -254,6 +254,10 @@ _TUNABLE: dict[str, Callable[[Any], Any]] = {
 }
 
 
+#: the settings :func:`resolve_policy` takes besides the policy's name
+POLICY_SETTINGS = frozenset(_TUNABLE)
+
+
 def resolve_policy(value: Any = None, **overrides: Any) -> TransferPolicy:
     """A policy from a name or a :class:`TransferPolicy`, with optional overrides.
 

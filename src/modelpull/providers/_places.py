@@ -12,12 +12,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .._gguf import gguf_quantization
 from .._transfer import STATE_SUFFIX, read_partial
 from ..errors import ConnectionFailed, InvalidModel, InvalidOption, ModelNotFound, ServerError
 from ..refs import parse_ollama_name
 from ._source import LocalModel, Location, PartialDownload, Place, Settings, Source
 
-__all__ = ["HF_CACHE", "HF_CACHE_DIR", "HF_ENDPOINT", "OLLAMA", "OLLAMA_MODELS_DIR", "OLLAMA_URL", "gguf_quantization"]
+__all__ = ["HF_CACHE", "HF_CACHE_DIR", "HF_ENDPOINT", "OLLAMA", "OLLAMA_MODELS_DIR", "OLLAMA_URL"]
 
 HF_CACHE_DIR = Location(
     "hf_cache_dir", "--cache-dir",
@@ -47,16 +48,6 @@ def _folder(settings: Settings, location: Location) -> str | None:
 
 
 # -- the Hugging Face cache ----------------------------------------------------------
-def gguf_quantization(paths: list[str]) -> str | None:
-    """The quantizations of a model's GGUF files (projectors left out), e.g. ``Q4_K_M``."""
-    from .gguf import is_projector, quantization_of
-
-    labels = dict.fromkeys(
-        label for path in paths if not is_projector(path) and (label := quantization_of(path))
-    )
-    return ", ".join(labels) or None
-
-
 def _hf_list(settings: Settings) -> list[LocalModel]:
     from ..stores import hf_cache
 

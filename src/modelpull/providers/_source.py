@@ -27,7 +27,17 @@ if TYPE_CHECKING:
     from .._secrets import Secret
     from .base import Provider
 
-__all__ = ["LocalModel", "Location", "Option", "PartialDownload", "Place", "Settings", "Source"]
+__all__ = [
+    "COMMON_OPTIONS",
+    "TRANSFER_OPTIONS",
+    "LocalModel",
+    "Location",
+    "Option",
+    "PartialDownload",
+    "Place",
+    "Settings",
+    "Source",
+]
 
 #: setting name -> value, as given to the inventory or the service (unset ones absent)
 Settings = Mapping[str, Any]
@@ -215,3 +225,29 @@ class Source:
             "place": self.place.title if self.place else None,
             "options": [option.describe() for option in self.options],
         }
+
+
+#: the transfer settings every source that moves bytes itself accepts
+TRANSFER_OPTIONS: tuple[Option, ...] = (
+    Option("policy", "policy", "transfer policy: 'default' (adaptive parts), 'ollama' (up to 16 parts "
+           "of 100 MB-1 GB per file, as Ollama) or 'single' (one connection per file)", "default"),
+    Option("part_size", "int", "bytes per ranged part (fixes the policy's part size)"),
+    Option("max_parts", "int", "at most this many parts per file"),
+    Option("max_connections", "int", "parts of one file fetched at the same time"),
+    Option("max_parallel_files", "int", "files fetched at the same time"),
+    Option("max_retries", "int", "attempts without progress before a file fails"),
+    Option("stall_timeout", "float", "seconds a silent connection may wait before it is retried", 30.0),
+    Option("connect_timeout", "float", "seconds to wait for a connection", 30.0),
+    Option("max_speed", "rate", "bandwidth cap of the whole download in bytes/s: a number, or 20M "
+           "(20 MB/s), 500k, 2G, 20Mi (MiB/s); shared by all its connections and files"),
+    Option("backoff_initial", "float", "seconds to wait after a first failed attempt (doubles with each)", 0.5),
+    Option("backoff_max", "float", "the longest wait between two attempts, in seconds", 15.0),
+    Option("request_attempts", "int", "attempts at a metadata request (file list, manifest)", 3),
+    Option("dedup", "bool", "before fetching a file, look for the same bytes in every store on this "
+           "machine (HF cache, LM Studio, Ollama, Docker, ModelScope) and link them, verified", True),
+)
+#: options every source accepts
+COMMON_OPTIONS: tuple[Option, ...] = (
+    Option("dry_run", "bool", "plan only: list what would be fetched, download nothing", False),
+    Option("offline", "bool", "no network at all: use the copy on disk, or say what is missing", False),
+)

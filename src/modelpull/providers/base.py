@@ -14,44 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 from .._format import format_bytes
 from .._secrets import Secret
-from .._transfer import RateLimit, TransferPolicy, new_session, resolve_policy
+from .._transfer import POLICY_SETTINGS, RateLimit, TransferPolicy, new_session, resolve_policy
 from ..errors import DiskFull, InvalidOption, ModelpullError
 from ..plan import LocalCopy, Plan, PlanItem
 from ..progress import ProgressTracker
-from ._source import Option
 
 if TYPE_CHECKING:
     import aiohttp
 
 log = logging.getLogger("modelpull")
 
-#: the transfer settings every source that moves bytes itself accepts
-TRANSFER_OPTIONS: tuple[Option, ...] = (
-    Option("policy", "policy", "transfer policy: 'default' (adaptive parts), 'ollama' (up to 16 parts "
-           "of 100 MB-1 GB per file, as Ollama) or 'single' (one connection per file)", "default"),
-    Option("part_size", "int", "bytes per ranged part (fixes the policy's part size)"),
-    Option("max_parts", "int", "at most this many parts per file"),
-    Option("max_connections", "int", "parts of one file fetched at the same time"),
-    Option("max_parallel_files", "int", "files fetched at the same time"),
-    Option("max_retries", "int", "attempts without progress before a file fails"),
-    Option("stall_timeout", "float", "seconds a silent connection may wait before it is retried", 30.0),
-    Option("connect_timeout", "float", "seconds to wait for a connection", 30.0),
-    Option("max_speed", "rate", "bandwidth cap of the whole download in bytes/s: a number, or 20M "
-           "(20 MB/s), 500k, 2G, 20Mi (MiB/s); shared by all its connections and files"),
-    Option("backoff_initial", "float", "seconds to wait after a first failed attempt (doubles with each)", 0.5),
-    Option("backoff_max", "float", "the longest wait between two attempts, in seconds", 15.0),
-    Option("request_attempts", "int", "attempts at a metadata request (file list, manifest)", 3),
-    Option("dedup", "bool", "before fetching a file, look for the same bytes in every store on this "
-           "machine (HF cache, LM Studio, Ollama, Docker, ModelScope) and link them, verified", True),
-)
-#: options every source accepts
-COMMON_OPTIONS: tuple[Option, ...] = (
-    Option("dry_run", "bool", "plan only: list what would be fetched, download nothing", False),
-    Option("offline", "bool", "no network at all: use the copy on disk, or say what is missing", False),
-)
-_TRANSFER_NAMES = frozenset(option.name for option in TRANSFER_OPTIONS)
-#: transfer options that are not the policy's settings
-_NOT_POLICY = frozenset({"policy", "dedup"})
 
 #: where the stores are when a download looks for local copies (Location keys -> folders);
 #: unset ones are found as each store finds them (environment, defaults). The service
@@ -84,7 +56,7 @@ class Provider(ABC):
         self.policy: TransferPolicy = resolve_policy(
             self.opts.get("policy"),
             **{k: v for k, v in self.opts.items()
-               if k in _TRANSFER_NAMES - _NOT_POLICY and not (k == "max_speed" and shared)},
+               if k in POLICY_SETTINGS and not (k == "max_speed" and shared)},
         )
         if shared is not None:
             self.policy = replace(self.policy, limit=shared)

@@ -35,6 +35,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .._format import format_bytes
+from .._gguf import SPLIT as _SPLIT
+from .._gguf import gguf_quantization, is_projector, quantization_of
 from .._secrets import Secret
 from ..errors import IncompatibleModel, InvalidModel, ModelNotFound, UnsafeSource
 from ..plan import QuantizationChoice
@@ -46,13 +48,22 @@ from ._places import (
     HF_CACHE,
     HF_CACHE_DIR,
     HF_ENDPOINT,
-    gguf_quantization,
     hub_repo_of,
     scan_partials,
 )
 from ._repo import RepoFile, RepoProvider, Selection
-from ._source import LocalModel, Location, Option, PartialDownload, Place, Settings, Source
-from .base import COMMON_OPTIONS, TRANSFER_OPTIONS, bool_option, str_option
+from ._source import (
+    COMMON_OPTIONS,
+    TRANSFER_OPTIONS,
+    LocalModel,
+    Location,
+    Option,
+    PartialDownload,
+    Place,
+    Settings,
+    Source,
+)
+from .base import bool_option, str_option
 from .huggingface import (
     CACHE_DIR,
     HUB_BASE_URL,
@@ -82,14 +93,6 @@ DEFAULT_ORDER = (
 #: projector precisions, best first, when none matches the model's own
 PROJECTOR_ORDER = ("F16", "BF16", "F32", "Q8_0")
 
-_QUANT = re.compile(
-    r"(?<![a-z0-9])(?:ud-)?(?:"
-    r"i?q[1-8](?:_(?:[0-9]+|k|[sml]|xl|xxs|xs|nl))*"
-    r"|tq[12]_0|mxfp4(?:_moe)?|bf16|fp16|f16|fp32|f32|f64"
-    r")(?![a-z0-9])",
-    re.IGNORECASE,
-)
-_SPLIT = re.compile(r"^(?P<stem>.+)-(?P<part>[0-9]{5})-of-(?P<count>[0-9]{5})\.gguf$", re.IGNORECASE)
 _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 _HOSTS = ("hf.co/", "huggingface.co/")
 
@@ -140,15 +143,6 @@ def parse_gguf_ref(model: object) -> GgufRef:
     return GgufRef(parse_hf_repo_id(repo), tag=tag or None)
 
 
-def quantization_of(filename: str) -> str | None:
-    """The quantization label of a GGUF file name (upper case), e.g. ``Q4_K_M``; None if none."""
-    name = PurePosixPath(filename).name
-    split = _SPLIT.match(name)
-    stem = split.group("stem") if split else re.sub(r"\.gguf$", "", name, flags=re.IGNORECASE)
-    found = list(_QUANT.finditer(stem))
-    return found[-1].group(0).upper() if found else None
-
-
 def _bits(label: str) -> int | None:
     match = re.match(r"(?:UD-)?(?:I|T)?Q([0-9])", label)
     if match:
@@ -157,10 +151,6 @@ def _bits(label: str) -> int | None:
         return 4
     digits = re.sub(r"[^0-9]", "", label)
     return int(digits) if digits else None
-
-
-def is_projector(path: str) -> bool:
-    return "mmproj" in PurePosixPath(path).name.lower()
 
 
 @dataclass

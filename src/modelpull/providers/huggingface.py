@@ -21,8 +21,8 @@ from ..stores.paths import safe_relative
 from ._hf_client import HubClient
 from ._places import HF_CACHE, HF_CACHE_DIR, HF_ENDPOINT
 from ._repo import RepoFile, RepoProvider, RepoStore, Selection
-from ._source import Option, Source
-from .base import COMMON_OPTIONS, TRANSFER_OPTIONS, patterns_option, str_option
+from ._source import COMMON_OPTIONS, TRANSFER_OPTIONS, Option, Source
+from .base import patterns_option, str_option
 
 __all__ = ["HUGGINGFACE", "MLX", "MLX_PATTERNS", "SOURCES", "hub_revision", "hub_store"]
 

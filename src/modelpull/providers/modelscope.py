@@ -40,8 +40,18 @@ from ..stores.paths import safe_relative
 from ._modelscope_client import ModelScopeClient
 from ._places import scan_partials
 from ._repo import FileSelector, RepoFile, RepoProvider, RepoStore, Selection
-from ._source import LocalModel, Location, Option, PartialDownload, Place, Settings, Source
-from .base import COMMON_OPTIONS, TRANSFER_OPTIONS, bool_option, patterns_option
+from ._source import (
+    COMMON_OPTIONS,
+    TRANSFER_OPTIONS,
+    LocalModel,
+    Location,
+    Option,
+    PartialDownload,
+    Place,
+    Settings,
+    Source,
+)
+from .base import bool_option, patterns_option
 from .gguf import MMPROJ, GgufRef, GgufSelector
 from .huggingface import PatternSelector, hub_revision
 

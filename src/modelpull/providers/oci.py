@@ -104,8 +104,18 @@ from ..stores.docker_models import (
     list_local,
 )
 from ._places import scan_partials
-from ._source import LocalModel, Location, Option, PartialDownload, Place, Settings, Source
-from .base import COMMON_OPTIONS, TRANSFER_OPTIONS, Provider, bool_option
+from ._source import (
+    COMMON_OPTIONS,
+    TRANSFER_OPTIONS,
+    LocalModel,
+    Location,
+    Option,
+    PartialDownload,
+    Place,
+    Settings,
+    Source,
+)
+from .base import Provider, bool_option
 
 __all__ = ["DOCKER_MODELS", "DOCKER_MODELS_DIR", "OCI", "OciProvider"]
 

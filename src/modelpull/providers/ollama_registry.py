@@ -46,8 +46,8 @@ from ..progress import ProgressTracker
 from ..refs import OLLAMA_DEFAULT_HOST, OllamaName, parse_ollama_name
 from ..stores.ollama_store import OllamaStore
 from ._places import OLLAMA, OLLAMA_MODELS_DIR
-from ._source import Option, Source
-from .base import COMMON_OPTIONS, TRANSFER_OPTIONS, Provider, bool_option
+from ._source import COMMON_OPTIONS, TRANSFER_OPTIONS, Option, Source
+from .base import Provider, bool_option
 
 
 @dataclass

@@ -20,8 +20,8 @@ from ..plan import LocalCopy, Plan
 from ..progress import ProgressTracker
 from ..refs import parse_ollama_name
 from ._places import OLLAMA, OLLAMA_URL
-from ._source import Option, Source
-from .base import COMMON_OPTIONS, Provider, bool_option
+from ._source import COMMON_OPTIONS, Option, Source
+from .base import Provider, bool_option
 
 # ``ollama_base_url`` and ``classify_ollama_error`` live in ``modelpull._ollama_api``;
 # they stay importable from here for the modules that import them from here.

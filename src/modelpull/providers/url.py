@@ -85,8 +85,18 @@ from ..progress import ProgressTracker
 from ..stores.paths import FileSlot, join_inside
 from ._places import scan_partials
 from ._repo import file_has_digest
-from ._source import LocalModel, Location, Option, PartialDownload, Place, Settings, Source
-from .base import COMMON_OPTIONS, TRANSFER_OPTIONS, Provider, str_option
+from ._source import (
+    COMMON_OPTIONS,
+    TRANSFER_OPTIONS,
+    LocalModel,
+    Location,
+    Option,
+    PartialDownload,
+    Place,
+    Settings,
+    Source,
+)
+from .base import Provider, str_option
 
 if TYPE_CHECKING:
     from multidict import CIMultiDictProxy
