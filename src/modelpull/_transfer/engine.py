@@ -246,6 +246,7 @@ class TransferEngine:
         fresh = state is None or not transfer.partial.exists()
         flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if fresh else 0)
         fd = os.open(transfer.partial, flags, 0o644)
+        reserving: asyncio.Future[None] | None = None
         try:
             if fresh:
                 state = PartState(
@@ -254,7 +255,12 @@ class TransferEngine:
                     [Part(s, e, s) for s, e in self.policy.split(transfer.size)],
                 )
                 state.owner = {**transfer.owner, "file": transfer.key}
-                self._reserve(fd, transfer)
+                if transfer.size > _SMALL_FILE:
+                    # Reserving a large file's space can take a while (tmpfs zeroes every page):
+                    # it runs beside the first requests, on a descriptor of its own.
+                    reserving = asyncio.ensure_future(asyncio.to_thread(self._reserve, os.dup(fd), transfer, True))
+                else:
+                    self._reserve(fd, transfer)
                 state.save(transfer.state_path, transfer.key)
             assert state is not None
             state.received = state.present
@@ -263,7 +269,10 @@ class TransferEngine:
             # threads per file would cost more than they save.
             writer = DiskWriter(transfer, fd, state, threaded=transfer.size > _SMALL_FILE)
             try:
-                await self._fetch_parts(transfer, state, writer)
+                if reserving is not None:
+                    await run_all([self._fetch_parts(transfer, state, writer), reserving])
+                else:
+                    await self._fetch_parts(transfer, state, writer)
                 await self._verify(transfer, writer)
             finally:
                 writer.close()  # queued bytes land on disk before the descriptor closes
@@ -273,7 +282,8 @@ class TransferEngine:
             os.close(fd)
         transfer.state_path.unlink(missing_ok=True)
 
-    def _reserve(self, fd: int, transfer: FileTransfer) -> None:
+    def _reserve(self, fd: int, transfer: FileTransfer, close: bool = False) -> None:
+        """Give the partial file its size, its blocks allocated; ``close``: ``fd`` is ours to close."""
         try:
             if transfer.size and hasattr(os, "posix_fallocate"):
                 os.posix_fallocate(fd, 0, transfer.size)
@@ -290,6 +300,9 @@ class TransferEngine:
                 os.ftruncate(fd, transfer.size)
             else:
                 raise
+        finally:
+            if close:
+                os.close(fd)
 
     async def _fetch_parts(
         self, transfer: FileTransfer, state: PartState, writer: DiskWriter
