@@ -49,7 +49,7 @@ import aiohttp
 from yarl import URL
 
 from .._durable import write_atomic
-from .._transfer import ServerBusy, retry_after, retry_request
+from .._transfer import ServerBusy, TooManyRedirects, retry_after, retry_request, send
 from ..errors import (
     AuthRequired,
     ChecksumMismatch,
@@ -86,8 +86,6 @@ DRAIN_SECONDS = 1.5
 #: bytes read from the file at a time
 _BLOCK = 1 << 20
 _ERROR_BODY = 4096
-#: redirects that keep the method and the body (a 301/302/303 would turn a PUT into a GET)
-_REDIRECTS = (307, 308)
 _QUOTA = re.compile(r"quota|exceed|insufficient storage|storage limit", re.IGNORECASE)
 
 
@@ -496,30 +494,10 @@ class RegistryPush:
     ) -> aiohttp.ClientResponse:
         """One request with a body made afresh for each attempt: a ``401`` is answered once through
         the registry's auth, a ``307``/``308`` followed (credentials only to the registry's origin)."""
-        auth = self.client.auth
-        refreshed = False
-        for _ in range(10):
-            sent = {**(headers or {}), **auth.headers_for(url)}
-            response = await self.client.session.request(
-                method, url, headers=sent, data=body() if body is not None else None, allow_redirects=False,
-            )
-            if response.status in _REDIRECTS and "Location" in response.headers:
-                location = URL(response.headers["Location"], encoded=True)
-                response.release()
-                url = url.join(location)
-                continue
-            if response.status == 401 and not refreshed:
-                refreshed = True
-                try:
-                    renewed = await auth.refresh(self.client.session, response)
-                except BaseException:
-                    response.release()
-                    raise
-                if renewed:
-                    response.release()
-                    continue
-            return response
-        raise ServerError(f"too many redirects talking to {self.where}")
+        try:
+            return await send(self.client.session, url, headers or {}, self.client.auth, method, body)
+        except TooManyRedirects:
+            raise ServerError(f"too many redirects talking to {self.where}") from None
 
     def _location(self, response: aiohttp.ClientResponse, location: str) -> URL:
         """An upload ``Location`` (often relative) as an absolute URL on the registry."""

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
@@ -24,6 +24,8 @@ from .auth import Auth
 from .policy import TransferPolicy
 
 REDIRECTS = (301, 302, 303, 307, 308)
+#: the redirects that keep the method and the body
+KEEP_BODY_REDIRECTS = (307, 308)
 _MAX_REDIRECTS = 10
 #: how much a response may buffer before reading pauses (aiohttp's default is 64 KiB)
 _READ_BUFFER = 1 << 20
@@ -66,19 +68,24 @@ async def send(
     headers: dict[str, str],
     auth: Auth,
     method: str = "GET",
+    body: Callable[[], Any] | None = None,
 ) -> aiohttp.ClientResponse:
     """``method url``, following redirects and answering one ``401`` through ``auth``.
 
-    Returns the final response unread: the caller reads and releases it
-    (``async with``). Raises :class:`TooManyRedirects`, and whatever aiohttp
-    raises for a connection that fails or times out.
+    ``body`` makes the request body afresh for each attempt (an upload); a
+    request with one follows only ``307``/``308``, the redirects that keep
+    method and body. Returns the final response unread: the caller reads and
+    releases it (``async with``). Raises :class:`TooManyRedirects`, and
+    whatever aiohttp raises for a connection that fails or times out.
     """
     refreshed = False
+    follow = KEEP_BODY_REDIRECTS if body is not None else REDIRECTS
     for _ in range(_MAX_REDIRECTS + 1):
         response = await session.request(
-            method, url, headers={**headers, **auth.headers_for(url)}, allow_redirects=False
+            method, url, headers={**headers, **auth.headers_for(url)},
+            data=body() if body is not None else None, allow_redirects=False,
         )
-        if response.status in REDIRECTS and "Location" in response.headers:
+        if response.status in follow and "Location" in response.headers:
             location = URL(response.headers["Location"], encoded=True)
             response.release()
             url = url.join(location)

@@ -244,21 +244,31 @@ class _View:
             and first.downloaded_bytes is not None and first.downloaded_bytes >= first.total_bytes
         )
 
+    #: what the byte counts mean, in the words of this command (push says "at the destination")
+    where_present = "already on disk"
+    moving = "fetching"
+    moved = "fetched"
+    kept = "is on disk and kept; run the same command again to resume from there."
+    nothing_yet = "Interrupted before any byte arrived; run the same command again to start over."
+
     def resume_line(self, event: DownloadProgress) -> str | None:
-        """On the first event: how much a rerun finds on disk already."""
+        """On the first event: how much a rerun finds done already."""
         present, total = event.downloaded_bytes or 0, event.total_bytes
         if event.status is not DownloadStatus.STARTING or not present or total is None or present >= total:
             return None
-        return (f"Resuming: {format_bytes(present)} of {format_bytes(total)} already on disk, "
-                f"fetching the other {format_bytes(total - present)}")
+        return (f"Resuming: {format_bytes(present)} of {format_bytes(total)} {self.where_present}, "
+                f"{self.moving} the other {format_bytes(total - present)}")
+
+    def nothing_line(self, event: DownloadProgress) -> str:
+        return f"{self.model} is already complete, nothing to fetch: {event.path}"
 
     def done_lines(self, event: DownloadProgress) -> tuple[str, str | None]:
         """The success line and, when bytes moved, how long it took and how fast."""
         if self.nothing_to_fetch:
-            return f"{self.model} is already complete, nothing to fetch: {event.path}", None
+            return self.nothing_line(event), None
         elapsed = time.monotonic() - self.started
-        fetched = (event.total_bytes or 0) - ((self.first.downloaded_bytes or 0) if self.first else 0)
-        detail = f"{format_bytes(fetched)} fetched in {_seconds(elapsed)}"
+        moved = (event.total_bytes or 0) - ((self.first.downloaded_bytes or 0) if self.first else 0)
+        detail = f"{format_bytes(moved)} {self.moved} in {_seconds(elapsed)}"
         if event.speed_bps:
             detail += f", {format_bytes(event.speed_bps)}/s on average"
         return event.message, detail
@@ -266,10 +276,9 @@ class _View:
     def interrupted_line(self) -> str:
         last = self.last
         if last is None or not last.downloaded_bytes:
-            return "Interrupted before any byte arrived; run the same command again to start over."
+            return self.nothing_yet
         total = f" of {format_bytes(last.total_bytes)}" if last.total_bytes else ""
-        return (f"Interrupted: {format_bytes(last.downloaded_bytes)}{total} is on disk and kept; "
-                "run the same command again to resume from there.")
+        return f"Interrupted: {format_bytes(last.downloaded_bytes)}{total} {self.kept}"
 
     def interrupted(self) -> None:
         click.secho(self.interrupted_line(), err=True, fg="yellow")

@@ -11,47 +11,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-import time
 from collections.abc import AsyncGenerator
 from typing import Any, cast
 
 import click
 
-from .._format import format_bytes
 from .._push import check_push, push
 from ..errors import ModelpullError
-from ..progress import DownloadProgress, DownloadStatus
+from ..progress import DownloadProgress
 from ._main import INTERRUPTED, main, sources_help
-from ._pull import _JsonView, _parse_option, _PlainView, _refused, _RichView, _seconds, _View
+from ._pull import _JsonView, _parse_option, _PlainView, _refused, _RichView, _View
 
 
 class _PushWords(_View):
     """What the numbers mean when they count bytes at the destination."""
 
-    def resume_line(self, event: DownloadProgress) -> str | None:
-        present, total = event.downloaded_bytes or 0, event.total_bytes
-        if event.status is not DownloadStatus.STARTING or not present or total is None or present >= total:
-            return None
-        return (f"Resuming: {format_bytes(present)} of {format_bytes(total)} already at the destination, "
-                f"sending the other {format_bytes(total - present)}")
+    where_present = "already at the destination"
+    moving = "sending"
+    moved = "moved"
+    kept = "is at the destination; nothing was tagged. Run the same command again to resume from there."
+    nothing_yet = "Interrupted before any byte was pushed; run the same command again to start."
 
-    def done_lines(self, event: DownloadProgress) -> tuple[str, str | None]:
-        if self.nothing_to_fetch:
-            return f"{event.message} (every blob was there already)", None
-        elapsed = time.monotonic() - self.started
-        moved = (event.total_bytes or 0) - ((self.first.downloaded_bytes or 0) if self.first else 0)
-        detail = f"{format_bytes(moved)} moved in {_seconds(elapsed)}"
-        if event.speed_bps:
-            detail += f", {format_bytes(event.speed_bps)}/s on average"
-        return event.message, detail
-
-    def interrupted_line(self) -> str:
-        last = self.last
-        if last is None or not last.downloaded_bytes:
-            return "Interrupted before any byte was pushed; run the same command again to start."
-        total = f" of {format_bytes(last.total_bytes)}" if last.total_bytes else ""
-        return (f"Interrupted: {format_bytes(last.downloaded_bytes)}{total} is at the destination; nothing was "
-                "tagged. Run the same command again to resume from there.")
+    def nothing_line(self, event: DownloadProgress) -> str:
+        return f"{event.message} (every blob was there already)"
 
 
 class _PushJson(_PushWords, _JsonView):
