@@ -59,7 +59,6 @@ import os
 import re
 import secrets
 import shutil
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -68,7 +67,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from .._durable import fsync_dirs
+from .._durable import fsync_dirs, write_atomic
 from .._oci import DOCKER_HUB, DOCKER_HUB_NAMESPACE, Descriptor, digest_hex, parse_reference
 from .._oci import parse_manifest as _parse_manifest
 from .._oci.artifacts import (
@@ -80,7 +79,7 @@ from .._oci.artifacts import (
 )
 from .._unpack import TarLayer, unpack_layers
 from ..errors import InvalidModel, ModelNotFound, UnsafeSource
-from .paths import join_inside
+from .paths import DigestBlobs, join_inside
 
 __all__ = [
     "DockerModelStore",
@@ -155,7 +154,7 @@ class StoredModel:
     manifest_path: Path
 
 
-class DockerModelStore:
+class DockerModelStore(DigestBlobs):
     """Paths inside one Docker Model Runner store; writes its JSON files atomically."""
 
     def __init__(self, models_dir: str | os.PathLike[str] | None = None) -> None:
@@ -171,18 +170,6 @@ class DockerModelStore:
     def blob_path(self, digest: str) -> Path:
         return self.blobs / "sha256" / digest_hex(digest)
 
-    def partial_path(self, digest: str) -> Path:
-        return self.work / f"sha256-{digest_hex(digest)}.partial"
-
-    def lock_path(self, digest: str) -> Path:
-        return self.work / f"sha256-{digest_hex(digest)}.lock"
-
-    def has_blob(self, digest: str, size: int) -> bool:
-        """True when the blob is in the store with the expected size (verified when written)."""
-        try:
-            return self.blob_path(digest).stat().st_size == size
-        except OSError:
-            return False
 
     def write_blob(self, digest: str, data: bytes) -> Path:
         """Store a small blob (the config) from memory, atomically, after checking its sha256."""
@@ -224,7 +211,7 @@ class DockerModelStore:
                 _lay_out(inside, artifact.layers, self.blob_path, staging_in=staging)
                 runtime = runtime_config(artifact, config)
                 if runtime is not None:
-                    _write_atomically(staging / "config.json", runtime)
+                    write_atomic(staging / "config.json", runtime)
                 fsync_dirs([inside, staging])  # the hard links and names inside, before the bundle's own name
                 if final.exists():  # an old or broken bundle: Docker Model Runner replaces it too
                     shutil.rmtree(final)
@@ -241,11 +228,11 @@ class DockerModelStore:
     def ensure_layout(self) -> None:
         """``layout.json``, then an empty ``models.json``, when missing (Docker Model Runner's order)."""
         if not self.layout_path.exists():
-            _write_atomically(self.layout_path, _go_json({"version": LAYOUT_VERSION}))
+            write_atomic(self.layout_path, _go_json({"version": LAYOUT_VERSION}))
         if not self.index_path.exists():
             with self.index_lock():
                 if not self.index_path.exists():
-                    _write_atomically(self.index_path, _go_json({"models": []}))
+                    write_atomic(self.index_path, _go_json({"models": []}))
 
     @contextmanager
     def index_lock(self) -> Iterator[None]:
@@ -279,9 +266,9 @@ class DockerModelStore:
         return entries
 
     def _write_index(self, entries: Sequence[IndexEntry]) -> None:
-        _write_atomically(self.index_path, _go_json({"models": [e.to_json() for e in entries]}))
+        write_atomic(self.index_path, _go_json({"models": [e.to_json() for e in entries]}))
         if not self.layout_path.exists():  # as Docker Model Runner's writeIndex does
-            _write_atomically(self.layout_path, _go_json({"version": LAYOUT_VERSION}))
+            write_atomic(self.layout_path, _go_json({"version": LAYOUT_VERSION}))
 
     def write_model(self, manifest: bytes, tags: Sequence[str] = ()) -> str:
         """Publish a model whose blobs are all in place: manifest, then index entry with ``tags``.
@@ -304,7 +291,7 @@ class DockerModelStore:
                 normalised.append(stored)
         model_id = "sha256:" + hashlib.sha256(manifest).hexdigest()
         self.ensure_layout()
-        _write_atomically(self.manifest_path(model_id), manifest)
+        write_atomic(self.manifest_path(model_id), manifest)
         files = tuple(b.digest for b in blobs[1:]) + (blobs[0].digest,)
         with self.index_lock():
             entries = self.read_index()
@@ -459,7 +446,7 @@ def delete_local(name: str, models_dir: str | os.PathLike[str] | None = None) ->
 # -- model folders ---------------------------------------------------------------
 
 
-class ModelFolder:
+class ModelFolder(DigestBlobs):
     """A model's files laid out by their paths in a folder of the caller's (``local_dir``).
 
         <folder>/<path>                          every raw layer, at its path
@@ -481,18 +468,9 @@ class ModelFolder:
     def blob_path(self, digest: str) -> Path:
         return self.work / "blobs" / f"sha256-{digest_hex(digest)}"
 
-    def partial_path(self, digest: str) -> Path:
-        return self.work / f"sha256-{digest_hex(digest)}.partial"
-
-    def lock_path(self, digest: str) -> Path:
-        return self.work / f"sha256-{digest_hex(digest)}.lock"
-
     def file_path(self, path: PurePosixPath) -> Path:
         """Where a raw layer's file goes (never outside the folder, not through a symbolic link)."""
         return join_inside(self.root, path.as_posix())
-
-    def has_blob(self, digest: str, size: int) -> bool:
-        return _has_size(self.blob_path(digest), size)
 
     def write_blob(self, digest: str, data: bytes) -> Path:
         """Keep a small blob (the config) from memory, atomically, after checking its sha256."""
@@ -570,7 +548,7 @@ class ModelFolder:
             record = self._read_record()
             record["files"].update(files or {})
             record["unpacked"].update(unpacked or {})
-            _write_atomically(self.record_path, json.dumps(record, indent=1, sort_keys=True).encode())
+            write_atomic(self.record_path, json.dumps(record, indent=1, sort_keys=True).encode())
 
 
 def _lay_out(
@@ -702,24 +680,7 @@ def _go_escaped(text: str) -> bytes:
 def _write_verified(path: Path, digest: str, data: bytes) -> Path:
     if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
         raise UnsafeSource(f"the blob given as {digest} does not match its digest; refusing it")
-    _write_atomically(path, data)
+    write_atomic(path, data)
     return path
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dirs([path.parent])

@@ -24,7 +24,7 @@ from .._durable import write_atomic
 from .._oci import Descriptor, digest_hex
 from ..errors import InvalidModel, ModelNotFound, UnsafeSource
 from ..refs import OllamaName, parse_ollama_name
-from .paths import check_sha256_hex, shared_bytes, with_size
+from .paths import DigestBlobs, check_sha256_hex, shared_bytes, with_size
 
 __all__ = [
     "OllamaStore",
@@ -45,7 +45,7 @@ def default_models_dir() -> Path:
     return Path(os.environ.get("OLLAMA_MODELS") or Path.home() / ".ollama" / "models").expanduser()
 
 
-class OllamaStore:
+class OllamaStore(DigestBlobs):
     """Paths inside one Ollama models folder; writes manifests atomically."""
 
     def __init__(self, models_dir: str | os.PathLike[str] | None = None) -> None:
@@ -57,19 +57,6 @@ class OllamaStore:
     # -- blobs -------------------------------------------------------------
     def blob_path(self, digest: str) -> Path:
         return self.blobs / f"sha256-{digest_hex(digest)}"
-
-    def partial_path(self, digest: str) -> Path:
-        return self.work / f"sha256-{digest_hex(digest)}.partial"
-
-    def lock_path(self, digest: str) -> Path:
-        return self.work / f"sha256-{digest_hex(digest)}.lock"
-
-    def has_blob(self, digest: str, size: int) -> bool:
-        """True when the blob is in the store with the expected size (verified when written)."""
-        try:
-            return self.blob_path(digest).stat().st_size == size
-        except OSError:
-            return False
 
     # -- manifests ---------------------------------------------------------
     def manifest_path(self, name: OllamaName) -> Path:

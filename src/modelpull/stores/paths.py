@@ -81,3 +81,36 @@ def shared_bytes(paths: Iterable[Path]) -> int:
             seen.add((stat.st_dev, stat.st_ino))
             total += stat.st_size
     return total
+
+
+class DigestBlobs:
+    """Blobs kept by digest, with partial downloads and locks in a work folder of their own.
+
+    A store says where a blob lives (:meth:`blob_path`); its partials and locks
+    are ``<work>/sha256-<hex>.partial`` and ``.lock``, out of the folder the
+    store's own tool reads (Ollama and Docker Model Runner both clean theirs).
+    """
+
+    work: Path
+
+    def blob_path(self, digest: str) -> Path:
+        raise NotImplementedError
+
+    def partial_path(self, digest: str) -> Path:
+        return self.work / f"sha256-{_digest_hex(digest)}.partial"
+
+    def lock_path(self, digest: str) -> Path:
+        return self.work / f"sha256-{_digest_hex(digest)}.lock"
+
+    def has_blob(self, digest: str, size: int) -> bool:
+        """True when the blob is in the store with the expected size (verified when written)."""
+        try:
+            return self.blob_path(digest).stat().st_size == size
+        except OSError:
+            return False
+
+
+def _digest_hex(digest: str) -> str:
+    from .._oci import digest_hex
+
+    return digest_hex(digest)
