@@ -40,13 +40,6 @@ OLLAMA_MODELS_DIR = Location(
 )
 
 
-def _folder(settings: Settings, location: Location) -> str | None:
-    value = settings.get(location.key)
-    if value is not None and not isinstance(value, (str, bytes)) and not hasattr(value, "__fspath__"):
-        raise InvalidOption(f"{location.key} must be a folder path")
-    return str(value) if value else None
-
-
 # -- the Hugging Face cache ----------------------------------------------------------
 def _hf_list(settings: Settings) -> list[LocalModel]:
     from ..stores import hf_cache
@@ -60,14 +53,14 @@ def _hf_list(settings: Settings) -> list[LocalModel]:
             quantization=gguf_quantization(entry["gguf_files"]),
             shared_bytes=entry.get("shared_bytes", 0),
         )
-        for entry in hf_cache.list_local(_folder(settings, HF_CACHE_DIR))
+        for entry in hf_cache.list_local(HF_CACHE_DIR.value(settings))
     ]
 
 
 def _hf_find_blob(sha256: str, size: int, settings: Settings) -> list[Path]:
     from ..stores import hf_cache
 
-    return hf_cache.find_blob(sha256, size, _folder(settings, HF_CACHE_DIR))
+    return hf_cache.find_blob(sha256, size, HF_CACHE_DIR.value(settings))
 
 
 def _hf_delete(source: Source, model: str, settings: Settings) -> dict[str, Any]:
@@ -75,7 +68,7 @@ def _hf_delete(source: Source, model: str, settings: Settings) -> dict[str, Any]
     from ..stores import hf_cache
 
     repo_id = parse_hf_repo_id(model)
-    cache_dir = _folder(settings, HF_CACHE_DIR)
+    cache_dir = HF_CACHE_DIR.value(settings)
     if source.owns is not None:
         listed = next((m for m in _hf_list(settings) if m.name == repo_id), None)
         if listed is not None and not source.owns(listed):
@@ -174,14 +167,14 @@ def _store_models(settings: Settings) -> list[LocalModel]:
             format="gguf",
             shared_bytes=int(entry.get("shared_bytes") or 0),
         )
-        for entry in ollama_store.list_local(models_dir=_folder(settings, OLLAMA_MODELS_DIR))
+        for entry in ollama_store.list_local(models_dir=OLLAMA_MODELS_DIR.value(settings))
     ]
 
 
 def _ollama_find_blob(sha256: str, size: int, settings: Settings) -> list[Path]:
     from ..stores import ollama_store
 
-    return ollama_store.find_blob(sha256, size, _folder(settings, OLLAMA_MODELS_DIR))
+    return ollama_store.find_blob(sha256, size, OLLAMA_MODELS_DIR.value(settings))
 
 
 def _ollama_list(settings: Settings) -> list[LocalModel]:
@@ -215,7 +208,7 @@ def _ollama_delete(source: Source, model: str, settings: Settings) -> dict[str, 
             return {"provider": source.name, "name": ref.short, "freed_bytes": freed, "source": "ollama-server"}
     from ..stores import ollama_store
 
-    result = ollama_store.delete_local(model, models_dir=_folder(settings, OLLAMA_MODELS_DIR))
+    result = ollama_store.delete_local(model, models_dir=OLLAMA_MODELS_DIR.value(settings))
     return {
         "provider": source.name,
         "name": result.get("name", ref.short),
@@ -280,7 +273,7 @@ def scan_partials(
 def _hf_partials(settings: Settings) -> list[PartialDownload]:
     from ..stores.hf_cache import default_cache_dir
 
-    folder = _folder(settings, HF_CACHE_DIR)
+    folder = HF_CACHE_DIR.value(settings)
     root = Path(folder).expanduser() if folder else default_cache_dir()
     if not root.is_dir():
         return []
@@ -299,7 +292,7 @@ def _hf_partials(settings: Settings) -> list[PartialDownload]:
 def _ollama_partials(settings: Settings) -> list[PartialDownload]:
     from ..stores.ollama_store import OllamaStore
 
-    store = OllamaStore(_folder(settings, OLLAMA_MODELS_DIR))
+    store = OllamaStore(OLLAMA_MODELS_DIR.value(settings))
     if not store.work.is_dir():
         return []
     return scan_partials(

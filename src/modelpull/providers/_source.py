@@ -86,6 +86,15 @@ class Location:
         """The inventory keyword for this setting."""
         return self.inventory_name or self.name
 
+    def value(self, settings: Settings) -> str | None:
+        """This setting in ``settings`` (a path or a URL string), None when unset."""
+        value = settings.get(self.key)
+        if value is not None and not isinstance(value, str) and not hasattr(value, "__fspath__"):
+            from ..errors import InvalidOption
+
+            raise InvalidOption(f"{self.key} must be a {'URL' if self.is_url else 'folder path'}")
+        return str(value) if value else None
+
 
 @dataclass
 class LocalModel:

@@ -451,11 +451,6 @@ LMSTUDIO_DIR = Location(
 )
 
 
-def _lmstudio_folder(settings: Settings) -> str | None:
-    value = settings.get(LMSTUDIO_DIR.key)
-    return str(value) if value else None
-
-
 def _lmstudio_list(settings: Settings) -> list[LocalModel]:
     from ..stores import lmstudio
 
@@ -473,20 +468,20 @@ def _lmstudio_list(settings: Settings) -> list[LocalModel]:
             quantization=gguf_quantization([str(f) for f in entry.get("files") or [] if str(f).endswith(".gguf")]),
             shared_bytes=int(entry.get("shared_bytes") or 0),
         )
-        for entry in lmstudio.list_local(models_dir=_lmstudio_folder(settings))
+        for entry in lmstudio.list_local(models_dir=LMSTUDIO_DIR.value(settings))
     ]
 
 
 def _lmstudio_find_blob(sha256: str, size: int, settings: Settings) -> list[Path]:
     from ..stores import lmstudio
 
-    return lmstudio.find_blob(sha256, size, models_dir=_lmstudio_folder(settings))
+    return lmstudio.find_blob(sha256, size, models_dir=LMSTUDIO_DIR.value(settings))
 
 
 def _lmstudio_delete(source: Source, model: str, settings: Settings) -> dict[str, Any]:
     from ..stores import lmstudio
 
-    entry = lmstudio.delete_local(model, models_dir=_lmstudio_folder(settings))
+    entry = lmstudio.delete_local(model, models_dir=LMSTUDIO_DIR.value(settings))
     return {
         "provider": source.name,
         "name": entry.get("name", model),
@@ -498,7 +493,7 @@ def _lmstudio_delete(source: Source, model: str, settings: Settings) -> dict[str
 def _lmstudio_partials(settings: Settings) -> list[PartialDownload]:
     from ..stores import lmstudio
 
-    root = lmstudio.resolve_models_dir(_lmstudio_folder(settings))
+    root = lmstudio.resolve_models_dir(LMSTUDIO_DIR.value(settings))
     state = root / lmstudio.STATE_FOLDER
 
     def model_of(path: Path) -> str:

@@ -187,18 +187,11 @@ MODELSCOPE_ENDPOINT = Location(
 )
 
 
-def _cache_setting(settings: Settings) -> str | None:
-    value = settings.get(MODELSCOPE_CACHE_DIR.key)
-    if value is not None and not isinstance(value, (str, os.PathLike)):
-        raise InvalidOption(f"{MODELSCOPE_CACHE_DIR.key} must be a folder path")
-    return str(value) if value else None
-
-
 def _list(settings: Settings) -> list[LocalModel]:
     from ..stores import modelscope_cache
 
     found: dict[str, LocalModel] = {}
-    for entry in modelscope_cache.list_local(_cache_setting(settings)):
+    for entry in modelscope_cache.list_local(MODELSCOPE_CACHE_DIR.value(settings)):
         files: list[str] = entry["files"]
         gguf = any(f.lower().endswith(".gguf") for f in files)
         model = found.get(entry["name"])
@@ -229,7 +222,7 @@ def _repo_of(reference: str) -> str:
 def _partials(settings: Settings) -> list[PartialDownload]:
     from ..stores import modelscope_cache
 
-    state = modelscope_cache.state_folder(_cache_setting(settings))
+    state = modelscope_cache.state_folder(MODELSCOPE_CACHE_DIR.value(settings))
 
     def model_of(path: Path) -> str:  # <owner>--<name>@<key>.incomplete
         return path.name.split("@", 1)[0].replace("--", "/", 1)
@@ -247,7 +240,7 @@ def _find_blob(sha256: str, size: int, cache_dir: str | None) -> list[Path]:
 def _delete(source: Source, model: str, settings: Settings) -> dict[str, Any]:
     from ..stores import modelscope_cache
 
-    removed = modelscope_cache.delete_local(_repo_of(model), _cache_setting(settings))
+    removed = modelscope_cache.delete_local(_repo_of(model), MODELSCOPE_CACHE_DIR.value(settings))
     return {"provider": source.name, "name": removed["name"], "freed_bytes": removed["freed_bytes"],
             "source": "modelscope-cache"}
 
@@ -260,7 +253,7 @@ MODELSCOPE_CACHE = Place(
     delete=_delete,
     same_model=lambda a, b: _repo_of(a).lower() == _repo_of(b).lower(),
     partials=_partials,
-    find_blob=lambda sha256, size, settings: _find_blob(sha256, size, _cache_setting(settings)),
+    find_blob=lambda sha256, size, settings: _find_blob(sha256, size, MODELSCOPE_CACHE_DIR.value(settings)),
 )
 
 MODELSCOPE = Source(

@@ -524,13 +524,6 @@ DOCKER_MODELS_DIR = Location(
 )
 
 
-def _store_folder(settings: Settings) -> str | None:
-    value = settings.get(DOCKER_MODELS_DIR.key)
-    if value is not None and not isinstance(value, (str, bytes)) and not hasattr(value, "__fspath__"):
-        raise InvalidOption(f"{DOCKER_MODELS_DIR.key} must be a folder path")
-    return str(value) if value else None
-
-
 def _list(settings: Settings) -> list[LocalModel]:
     return [
         LocalModel(
@@ -538,12 +531,12 @@ def _list(settings: Settings) -> list[LocalModel]:
             path=entry["bundle"] or entry["path"], modified=entry["modified"], files=entry["layers"],
             complete=bool(entry["complete"]), format=entry["format"],
         )
-        for entry in list_local(_store_folder(settings))
+        for entry in list_local(DOCKER_MODELS_DIR.value(settings))
     ]
 
 
 def _delete(source: Source, model: str, settings: Settings) -> dict[str, Any]:
-    result = delete_local(model, _store_folder(settings))
+    result = delete_local(model, DOCKER_MODELS_DIR.value(settings))
     return {"provider": source.name, "name": result["name"], "freed_bytes": int(result["freed_bytes"]),
             "source": "docker-models"}
 
@@ -562,7 +555,7 @@ def same_model(a: str, b: str) -> bool:
 
 
 def _partials(settings: Settings) -> list[PartialDownload]:
-    store = DockerModelStore(_store_folder(settings))
+    store = DockerModelStore(DOCKER_MODELS_DIR.value(settings))
     if not store.work.is_dir():
         return []
     return scan_partials(
@@ -579,7 +572,7 @@ DOCKER_MODELS = Place(
     delete=_delete,
     same_model=same_model,
     partials=_partials,
-    find_blob=lambda sha256, size, settings: find_blob(sha256, size, _store_folder(settings)),
+    find_blob=lambda sha256, size, settings: find_blob(sha256, size, DOCKER_MODELS_DIR.value(settings)),
 )
 
 

@@ -648,9 +648,7 @@ URL_DIR = Location(
 
 
 def _folder_of(settings: Settings) -> UrlFolder:
-    value = settings.get(URL_DIR.key)
-    if value is not None and not isinstance(value, (str, os.PathLike)):
-        raise InvalidOption(f"{URL_DIR.key} must be a folder path")
+    value = URL_DIR.value(settings)
     return UrlFolder(Path(value).expanduser() if value else default_url_dir())
 
 
