@@ -11,9 +11,11 @@ decisions are made here, all from what was measured, never from guesses:
    parts per request so the file arrives in order and is hashed from memory;
    one whose connections were each slow (a CDN that caps each one) gets
    ``max_connections`` at once. A link nobody knows yet is judged by the
-   first connection's first bytes (:data:`_PROBE_TIME`, 30 ms), not by
-   rounds of probing. While parts wait and every open connection is slow,
-   the rest are opened (the link may change).
+   first connection's first bytes, in windows of 20 ms or 1 MiB: the first
+   fast one (a warming connection is never fast by accident), one far below
+   fast, or 60 ms of them decide; not rounds of probing. While parts wait
+   and every open connection is slow, the rest are opened (the link may
+   change).
 2. **The slow tail.** Once every part is taken, an idle connection looks at
    the parts still running. A part whose connection is far slower than its
    peers (:data:`_SLOW` times) - or silent - is split where both halves would
@@ -58,9 +60,11 @@ _MIN_SPAN = 0.25
 #: a connection's average speed counts once it ran this long and moved this much
 _AVERAGE_SPAN = 0.1
 _AVERAGE_BYTES = 256 << 10
-#: a new link: how long its first connection's bytes are watched before the others open
-_PROBE_TIME = 0.03
-_PROBE_BYTES = 4 << 20
+#: a new link: its first connection's bytes are watched in windows of this long (or this
+#: many bytes), for at most _PROBE_TIME, before the others open
+_PROBE_WINDOW = 0.02
+_PROBE_BYTES = 1 << 20
+_PROBE_TIME = 0.06
 #: how often the tail and the connection count are looked at again
 _TICK = 0.1
 #: parts a lone fast connection adds to each of its requests
@@ -138,15 +142,6 @@ class Stream:
             return None
         return got / span
 
-    def early_speed(self, now: float) -> float | None:
-        """Bytes/s since the first byte (for the first look at a new link)."""
-        if self.first_byte is None:
-            return None
-        got = self.position - self.first_position
-        span = now - self.first_byte
-        if span < _PROBE_TIME and got < _PROBE_BYTES:
-            return None
-        return got / max(span, 1e-3)
 
 
 #: fetches one part on one connection, reporting through its stream
@@ -300,14 +295,28 @@ class FileSchedule:
         return fast
 
     async def _probe(self) -> float | None:
-        """The first connection's speed once its first bytes have come (a new link)."""
+        """The first connection's speed on a new link: the best of short windows after its first byte.
+
+        One fast window says the link is fast (a warming connection is slow at first,
+        never fast by accident); a window far below fast, or :data:`_PROBE_TIME` of
+        them, says it is not.
+        """
+        fast = self._fast() or 0.0
+        best, window, started = 0.0, None, None
         while not self._finished():
             stream = self.running[0] if self.running else None
-            speed = stream.early_speed(self.loop.time()) if stream else None
-            if speed is not None:
-                return speed
-            await asyncio.sleep(0.005)
-        return None
+            now = self.loop.time()
+            if stream is not None and stream.first_byte is not None:
+                if window is None or window[2] is not stream:
+                    window, started = (now, stream.position, stream), started or now
+                elif now - window[0] >= _PROBE_WINDOW or stream.position - window[1] >= _PROBE_BYTES:
+                    speed = (stream.position - window[1]) / max(now - window[0], 1e-4)
+                    best = max(best, speed)
+                    window = (now, stream.position, stream)
+                    if best >= fast or speed < fast / 4 or now - (started or now) >= _PROBE_TIME:
+                        return best
+            await asyncio.sleep(0.002)
+        return best or None
 
     def _ramp(self) -> None:
         """Parts still wait and each open connection is slow: open the rest."""

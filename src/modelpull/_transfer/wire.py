@@ -49,8 +49,8 @@ _ERROR_BODY = 4096
 _MAX_REDIRECTS = 10
 #: idle connections kept per origin
 _KEEP = 32
-#: receive buffers kept for reuse (per pool)
-_MAX_RETIRED = 48
+#: receive buffers kept for reuse (per pool): enough for the queues of a fast file
+_MAX_RETIRED = 16
 
 
 class Fallback(Exception):
