@@ -50,7 +50,7 @@ _MAX_REDIRECTS = 10
 #: idle connections kept per origin
 _KEEP = 32
 #: receive buffers kept for reuse (per pool): enough for the queues of a fast file
-_MAX_RETIRED = 16
+_MAX_RETIRED = 32
 
 
 class Fallback(Exception):

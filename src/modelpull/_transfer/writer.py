@@ -25,12 +25,12 @@ if TYPE_CHECKING:
     from .engine import FileTransfer
 
 #: received bytes waiting for the writer thread before the connections pause
-_MAX_QUEUED = 16 << 20
+_MAX_QUEUED = 8 << 20
 #: bytes the hasher reads back from disk at a time (between chunks from memory)
 _CATCH_UP_STEP = 32 << 20
 #: written bytes waiting for the hasher in memory: in-order bytes wait for room, bytes
 #: ahead of the prefix are read back from disk later
-_MAX_HASH_QUEUE = 16 << 20
+_MAX_HASH_QUEUE = 8 << 20
 
 #: received bytes as the connections hand them over (aiohttp's chunks, the lean client's blocks)
 Chunk = bytes | bytearray | memoryview
@@ -214,7 +214,7 @@ class Hasher:
             # In order: wait for room (the writer, then the connections, slow down to
             # the hash's pace) rather than read it all back from disk later.
             if offset == self._frontier and self._queued >= _MAX_HASH_QUEUE:
-                # wait until half of it is hashed: one wake-up per 8 MiB, not one per chunk
+                # wait until half of it is hashed: one wake-up per 4 MiB, not one per chunk
                 self._writer_waiting = True
                 while self._queued > _MAX_HASH_QUEUE // 2 and not self.cancel.is_set() and self.error is None:
                     self._cv.wait(0.5)
