@@ -457,7 +457,7 @@ def section_durable(bench: Bench, hub: NginxHub, snapshot: NginxHub) -> None:
     for dest_name, dest_root in (("disk", bench.disk), ("tmpfs", bench.tmpfs)):
         for label, server, extra, repo in cases:
             walls: dict[bool, list[float]] = {True: [], False: []}
-            for round_ in range(bench.args.capped_rounds):
+            for round_ in range(bench.args.durable_rounds):
                 for flush in (True, False) if round_ % 2 == 0 else (False, True):
                     dest = Path(tempfile.mkdtemp(prefix="run-", dir=dest_root))
                     env = clean_env()
@@ -487,6 +487,7 @@ def main() -> None:
     parser.add_argument("--only", default="startup,peers,tail,cap,dedup,durable")
     parser.add_argument("--rounds", type=int, default=None, help="rounds over loopback (default 5)")
     parser.add_argument("--capped-rounds", type=int, default=None, help="rounds of the other sections (default 3)")
+    parser.add_argument("--durable-rounds", type=int, default=None, help="rounds of the durable section (default 5)")
     parser.add_argument("--size", type=int, default=None, help="bytes of the loopback file (default 1 GiB)")
     parser.add_argument("--capped-size", type=int, default=None, help="bytes over the capped link (default 256 MiB)")
     parser.add_argument("--disk", default=None, help="a folder on the disk (default: the temp dir)")
@@ -496,6 +497,7 @@ def main() -> None:
     args.capped_size = args.capped_size or (32 * MiB if args.quick else 256 * MiB)
     args.rounds = args.rounds or (1 if args.quick else 5)
     args.capped_rounds = args.capped_rounds or (1 if args.quick else 3)
+    args.durable_rounds = args.durable_rounds or (1 if args.quick else 5)
     sections = args.only.split(",")
     for tool in ("nginx", "curl", "aria2c", "hf", "sha256sum", "du"):
         if shutil.which(tool) is None:
