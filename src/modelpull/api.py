@@ -10,6 +10,7 @@ from typing import Any
 
 from ._format import format_bytes
 from ._secrets import Secret, as_secret, redact
+from ._transfer import RateLimit, parse_rate
 from .errors import (
     ConnectionFailed,
     IncompleteTransfer,
@@ -21,15 +22,19 @@ from .errors import (
 )
 from .plan import LocalCopy, Plan
 from .progress import DownloadProgress, DownloadStatus, ProgressReporter, ProgressTracker
-from .providers import SOURCES, Provider
-from .providers.base import bool_option, check_free_space
+from .providers import SOURCES, Location, Provider
+from .providers.base import PLACE_SETTINGS, bool_option, check_free_space
 
 __all__ = [
+    "PLACE_SETTINGS",
     "SOURCES",
+    "Location",
+    "RateLimit",
     "check_download",
     "describe_sources",
     "download_model",
     "make_provider",
+    "parse_rate",
     "plan_download",
     "source_defaults",
 ]

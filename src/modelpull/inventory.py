@@ -121,6 +121,8 @@ def scan_inventory(provider: str | None = None, **settings: Any) -> Inventory:
             if narrow and source.owns is not None and not source.owns(model):
                 continue
             model.provider = source.name
+            model.where = model.where or place.title
+            model.kind = model.kind or model.describe_kind()
             inventory.models.append(model)
     inventory.models.sort(key=lambda m: (-m.size_bytes, m.provider, m.name))
     return inventory

@@ -15,9 +15,8 @@ from typing import Any, TypeVar
 import click
 
 from .._format import format_bytes
-from ..api import SOURCES
+from ..api import SOURCES, Location
 from ..errors import ModelpullError
-from ..providers import Location
 from ._main import fail, main
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -125,7 +124,7 @@ def list_command(provider: str | None, partial: bool, as_json: bool, **settings:
         from rich.text import Text
 
         table = Table(box=None, pad_edge=False)
-        for column in ("provider", "model", "size", "modified", "where"):
+        for column in ("provider", "model", "kind", "size", "modified", "where"):
             table.add_column(column, justify="right" if column == "size" else "left")
         for model in inventory.models:
             size = format_bytes(model.size_bytes)
@@ -134,8 +133,7 @@ def list_command(provider: str | None, partial: bool, as_json: bool, **settings:
             if model.shared_bytes:
                 size += f" ({format_bytes(model.shared_bytes)} shared)"
             modified = datetime.fromtimestamp(model.modified).strftime("%Y-%m-%d %H:%M") if model.modified else ""
-            provider_label = model.provider + (" (mlx)" if model.mlx and model.provider == "huggingface" else "")
-            cells = (provider_label, model.name, size, modified, model.path or model.source)
+            cells = (model.provider, model.name, model.kind, size, modified, model.path or model.where)
             table.add_row(*(Text(cell) for cell in cells))  # literally: a [bracket] is no markup
         # piped: one line per model, never wrapped or cut at 80 columns
         Console(soft_wrap=True, width=None if sys.stdout.isatty() else 100_000).print(table)

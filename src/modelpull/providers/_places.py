@@ -139,9 +139,11 @@ def _from_tags(entry: dict[str, Any]) -> LocalModel:
         name=str(entry.get("name") or entry.get("model") or "?"),
         size_bytes=size if isinstance(size, int) else 0,
         source="ollama-server",
+        where="Ollama server",
         modified=modified,
         format="gguf",
         quantization=level[:40] if isinstance(level, str) and level else None,
+        kind="Ollama" + (f" {level[:40]}" if isinstance(level, str) and level else ""),
     )
 
 
@@ -160,6 +162,8 @@ def _store_models(settings: Settings) -> list[LocalModel]:
             name=str(entry.get("name")),
             size_bytes=int(entry.get("size") or 0),
             source="ollama-store",
+            where="Ollama store",
+            kind="Ollama",
             path=entry.get("path"),
             modified=entry.get("modified"),
             files=entry.get("layers"),

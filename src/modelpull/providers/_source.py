@@ -118,9 +118,24 @@ class LocalModel:
     quantization: str | None = None
     #: bytes of its files that are also another model's or store's (hard links: on disk once)
     shared_bytes: int = 0
+    #: what kind of model it is, for people ("GGUF Q4_K_M", "MLX", "Ollama Q4_K_M", ...)
+    kind: str = ""
+    #: where it is, for people (the place's title, or its own word: "Ollama server")
+    where: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def describe_kind(self) -> str:
+        """The kind people see, from what the files are (a place may say better itself)."""
+        quant = f" {self.quantization}" if self.quantization else ""
+        if self.format == "gguf":
+            return "GGUF" + quant
+        if self.format == "mlx" or self.mlx:
+            return "MLX"
+        if self.format:
+            return self.format[:1].upper() + self.format[1:]
+        return "Files"
 
 
 @dataclass

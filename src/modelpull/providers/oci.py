@@ -528,6 +528,7 @@ def _list(settings: Settings) -> list[LocalModel]:
     return [
         LocalModel(
             provider="", name=str(entry["name"]), size_bytes=int(entry["size"]), source="docker-models",
+            kind="OCI" + (f" · {str(entry['format']).upper()}" if entry["format"] else ""),
             path=entry["bundle"] or entry["path"], modified=entry["modified"], files=entry["layers"],
             complete=bool(entry["complete"]), format=entry["format"],
         )

@@ -7,8 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .._transfer import parse_rate
-from ..api import SOURCES, source_defaults
+from ..api import SOURCES, parse_rate, source_defaults
 from ..errors import ModelpullError
 from ._journal import DATA_DIR_ENV, Journal, JournalError
 

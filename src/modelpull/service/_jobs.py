@@ -38,11 +38,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .._push import PUSH_TO, check_job, job_events
 from .._secrets import Secret, as_secret
-from .._transfer import RateLimit
-from ..api import SOURCES, check_download, download_model
+from ..api import PLACE_SETTINGS, SOURCES, RateLimit, check_download, download_model
 from ..errors import ModelpullError
 from ..progress import DownloadStatus
-from ..providers.base import PLACE_SETTINGS
 from ._journal import JobRecord, Journal, JournalKeeper
 
 log = logging.getLogger("modelpull.service")

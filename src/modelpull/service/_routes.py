@@ -22,8 +22,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from .._push import PUSH_FORMAT, PUSH_TO, check_job
 from .._secrets import as_secret
-from .._transfer import RateLimit
-from ..api import SOURCES, check_download, plan_download
+from ..api import SOURCES, RateLimit, check_download, plan_download
 from ..errors import ModelpullError
 from ..inventory import delete_model, discard_partials, list_partials, scan_inventory
 from ._config import PATH_OPTIONS, ServiceConfig

@@ -284,7 +284,7 @@ function hidePlan() {
 }
 
 // A GGUF reference with a tag (org/repo:Q4_K): the repo without it lists what it has.
-const TAGGED_GGUF = (body) => /^(gguf|lmstudio)$/.test(body.provider) && /^[^:]+\/[^:]+:[^:/]+$/.test(body.model);
+const TAGGED_GGUF = (body) => /^[^:]+\/[^:]+:[^:/]+$/.test(body.model);
 
 async function checkPlan() {
   const body = requestBody();
@@ -594,7 +594,8 @@ function renderFiles(entry) {
   const box = entry.card.querySelector(".files-box");
   const files = entry.files;
   box.hidden = !files.length;
-  const layers = files.some((f) => /^sha256[:-]/.test(f.name)) || entry.job.provider.startsWith("ollama");
+  // layers are named by their digest ("sha256:…", or a label and its first 12 hex digits)
+  const layers = files.some((f) => /^sha256[:-]|\b[0-9a-f]{12}$/.test(f.name));
   const done = files.filter((f) => f.size !== null && f.present >= f.size).length;
   box.querySelector("summary").textContent =
     (layers ? "Layers" : "Files") + " (" + done + " of " + files.length + " done)";
@@ -722,23 +723,6 @@ function scheduleInventory() {
   inventoryTimer = setTimeout(loadInventory, 300);
 }
 
-const PLACES = {
-  "hf-cache": "Hugging Face cache", "ollama-server": "Ollama server", "ollama-store": "Ollama store",
-  "lmstudio": "LM Studio", "docker-models": "Docker Model Runner", "modelscope-cache": "ModelScope cache",
-  "url": "Downloaded files",
-};
-
-function kindOf(m) {
-  const quant = m.quantization ? " " + m.quantization : "";
-  if (m.source === "ollama-server" || m.source === "ollama-store") return "Ollama" + quant;
-  if (m.source === "docker-models") return "OCI" + (m.format ? " · " + m.format.toUpperCase() : "");
-  if (m.format === "gguf") return "GGUF" + quant;
-  if (m.format === "mlx" || m.mlx) return "MLX";
-  if (m.format === "transformers") return "Transformers";
-  if (m.format === "diffusers") return "Diffusers";
-  return m.format ? m.format : "Files";
-}
-
 async function loadInventory() {
   let data;
   try {
@@ -765,14 +749,13 @@ function modelCard(m) {
   const name = el("div", "name", m.name);
   left.appendChild(name);
   const sub = el("div", "sub");
-  sub.append(el("span", "kind", kindOf(m)));
+  sub.append(el("span", "kind", m.kind));
   let size = fmtBytes(m.size_bytes);
   if (m.partial_bytes) size += " + " + fmtBytes(m.partial_bytes) + " unfinished";
-  const place = PLACES[m.source] || m.source;
-  sub.append(" · " + size + " · " + place + (m.complete ? "" : " · incomplete"));
+  sub.append(" · " + size + " · " + m.where + (m.complete ? "" : " · incomplete"));
   left.appendChild(sub);
   const del = button("Delete from disk", "danger", async () => {
-    const what = m.source === "ollama-server" ? "from the Ollama server" : "from disk";
+    const what = "from " + m.where;
     if (!confirm("Delete " + m.name + " " + what + "? This frees " + fmtBytes(m.size_bytes) + ".")) return;
     del.disabled = true;
     const path = m.name.split("/").map(encodeURIComponent).join("/");
@@ -785,7 +768,7 @@ function modelCard(m) {
       $("inventory-notes").textContent = pagePhrase(e.message, "form");
     }
   });
-  if (m.source === "ollama-server") del.textContent = "Delete from server";
+  if (!m.path) del.textContent = "Delete from " + m.where;  // held by a server, not a folder here
   top.append(left, del);
   card.appendChild(top);
   if (m.path) {
