@@ -131,7 +131,8 @@ def test_a_download_over_https_through_a_redirect_uses_the_lean_client(
     env = {**os.environ, "SSL_CERT_FILE": str(tls_server.cert)}
     out = subprocess.run(
         [sys.executable, "-m", "modelpull.cli", "pull", "url", url, "-o", f"sha256={hashlib.sha256(data).hexdigest()}",
-         "-o", f"local_dir={tmp_path / 'out'}", "-o", "part_size=4000000", "-o", "max_connections=2", "--json"],
+         "-o", f"local_dir={tmp_path / 'out'}", "-o", "part_size=4000000", "-o", "max_connections=2",
+         "-o", "policy=ollama", "--json"],  # Ollama's policy: every part a request of its own
         capture_output=True, text=True, env=env, timeout=120, check=False,
     )
     last = json.loads(out.stdout.strip().splitlines()[-1])

@@ -422,7 +422,7 @@ class TransferEngine:
             clock = asyncio.get_running_loop().time
             offset = part.done  # where ``buffer`` starts in the file
             skip = part.done if response.status == 200 else 0
-            limit = self.limit if self.limit is not None and self.limit.active else None
+            limit = self.limit  # asked for every chunk: a service's cap may be set while this runs
             self.tracker.begin(transfer.key)
             try:
                 async for chunk in _body(response):
@@ -432,7 +432,7 @@ class TransferEngine:
                         chunk = chunk[dropped:]
                         if not chunk:
                             continue
-                    if limit is not None:
+                    if limit is not None and limit.active:
                         await limit.take(len(chunk))
                     room = part.end - offset - buffered  # after the wait: the end may have moved
                     if room <= 0:

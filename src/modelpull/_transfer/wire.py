@@ -40,8 +40,11 @@ __all__ = ["Fallback", "WirePool", "WireResponse"]
 
 #: bytes of one receive buffer
 BLOCK = 1 << 20
-#: received bytes the engine has not taken yet before the socket stops being read
+#: received bytes the engine has not taken yet before the socket stops being read; over
+#: every connection of a pool, past _POOL_UNREAD, a connection holding _MIN_UNREAD stops
 _MAX_UNREAD = 2 << 20
+_POOL_UNREAD = 8 << 20
+_MIN_UNREAD = 256 << 10
 #: the most a status line and headers may take
 _MAX_HEAD = 64 << 10
 #: an error body is read up to this much (it goes into a message)
@@ -50,7 +53,7 @@ _MAX_REDIRECTS = 10
 #: idle connections kept per origin
 _KEEP = 32
 #: receive buffers kept for reuse (per pool): enough for the queues of a fast file
-_MAX_RETIRED = 32
+_MAX_RETIRED = 24
 
 
 class Fallback(Exception):
@@ -70,6 +73,8 @@ class _Blocks:
 
     def __init__(self) -> None:
         self._retired: deque[bytearray] = deque()
+        #: bytes received on every connection and not taken by the engine yet
+        self.unread = 0
 
     def get(self) -> bytearray:
         for _ in range(len(self._retired)):
@@ -179,8 +184,10 @@ class _Connection(asyncio.BufferedProtocol):
         if self._filled > self._taken:
             self._unread.append(memoryview(self._block)[self._taken:self._filled])
             self._unread_bytes += self._filled - self._taken
+            self._blocks.unread += self._filled - self._taken
             self._taken = self._filled
-        if self._unread_bytes >= _MAX_UNREAD and not self._paused and self.transport is not None:
+        crowded = self._blocks.unread >= _POOL_UNREAD and self._unread_bytes >= _MIN_UNREAD
+        if (self._unread_bytes >= _MAX_UNREAD or crowded) and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
         self._notify()
@@ -232,6 +239,7 @@ class _Connection(asyncio.BufferedProtocol):
                 self._wake = None
         views = list(self._unread)
         self._unread.clear()
+        self._blocks.unread -= self._unread_bytes
         self._unread_bytes = 0
         if self._paused and self.transport is not None and not self.closed:
             self._paused = False
@@ -242,6 +250,9 @@ class _Connection(asyncio.BufferedProtocol):
         self.closed = True
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+        self._unread.clear()
+        self._blocks.unread -= self._unread_bytes
+        self._unread_bytes = 0
         self._blocks.retire(self._block)
         self._block = bytearray()
         self._filled = self._taken = 0
