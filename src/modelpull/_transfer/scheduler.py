@@ -21,10 +21,12 @@ decisions are made here, all from what was measured, never from guesses:
    peers (:data:`_SLOW` times) - or silent - is split where both halves would
    end together; the idle connection takes the second half, the slow one
    stops where the first half ends (its request is dropped, never a byte
-   written twice). A silent connection keeps nothing: it is dropped and its
-   rest raced on a fresh connection. A file with a single part gets a helper
-   connection for this, so the last small files of a snapshot do not wait on
-   one slow connection either.
+   written twice). While parts still wait, such a part's rest goes to the
+   front of the line instead, if a second or more of work is left on it. A
+   silent connection keeps nothing: it is dropped and its rest raced on a
+   fresh connection. A file with a single part gets a helper connection for
+   this, so the last small files of a snapshot do not wait on one slow
+   connection either.
 3. **Under a bandwidth cap** the cap, not a connection, is what is slow:
    nothing is split while the cap keeps connections waiting.
 """
@@ -52,6 +54,8 @@ _SLOW = 3.0
 _SILENT = 2.0
 #: a split must save at least this long (seconds) to be worth a new request
 _MIN_GAIN = 0.1
+#: while parts wait, a slow connection's part is cut only with this much work left (seconds)
+_LONG_REST = 1.0
 #: the smallest second half worth a request of its own (bytes), unless the first is silent
 _MIN_SPLIT = 64 << 10
 #: speed is judged over the last this many seconds, and not before this much of it
@@ -330,9 +334,17 @@ class FileSchedule:
             self._open(self.slots)
 
     async def _split_tail(self) -> None:
-        if not (self.policy.split_tail and self.ranges) or self.queue or not self.running:
+        if not (self.policy.split_tail and self.ranges) or not self.running:
             return
         if self.limit is not None and self.limit.busy():
+            return
+        if self.queue:
+            # Parts still wait: the rest of a part whose connection is far slower than the
+            # others goes to the front of the line; the next connection free takes it, and the
+            # slow one (its request ends at the cut, so its connection closes) takes the next.
+            part = self._split(self.loop.time(), waiting=True)
+            if part is not None:
+                self.queue.appendleft(part)
             return
         idle = self.slots - len(self.running) - len(self.handoff)
         while idle > 0:
@@ -345,8 +357,13 @@ class FileSchedule:
             idle -= 1
             await self._notify()
 
-    def _split(self, now: float) -> Part | None:
-        """Cut the rest of the part that lags most; return its second half (None: nothing lags)."""
+    def _split(self, now: float, waiting: bool = False) -> Part | None:
+        """Cut the rest of the part that lags most; return its second half (None: nothing lags).
+
+        ``waiting``: other parts still wait for a connection, so only a part with more
+        than :data:`_LONG_REST` of work left on a connection slower than the others
+        running now is cut.
+        """
         speeds = {stream: stream.speed(now) for stream in self.running}
         first_byte = self.link.first_byte
         best: tuple[float, Stream, int] | None = None
@@ -358,9 +375,14 @@ class FileSchedule:
                 keep, gain = 0, float("inf")  # race the rest on a fresh connection
             else:
                 peers = [v for s, v in speeds.items() if s is not stream and v]
-                peers.extend(self._finished_speeds)
+                if waiting and len(peers) < 3:
+                    continue
+                if not waiting:
+                    peers.extend(self._finished_speeds)
                 typical = statistics.median(peers) if peers else self.link.per_connection
                 if speed is None or not typical or speed * _SLOW >= typical:
+                    continue
+                if waiting and rest < speed * _LONG_REST:
                     continue
                 # cut where both would end together
                 keep = int(rest * speed / (speed + typical))
