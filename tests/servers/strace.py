@@ -41,6 +41,14 @@ def strace_path() -> str:
 
 def traced_download(provider: str, model: str, **kwargs: Any) -> tuple[list[Call], dict[str, Any]]:
     """Run one download under strace; (calls in order, the last event as a dict)."""
+    trace, last = strace_download("fsync,fdatasync,rename,renameat,renameat2", provider, model, **kwargs)
+    return parse(trace), last
+
+
+def strace_download(
+    calls: str, provider: str, model: str, string_size: int = 4096, **kwargs: Any
+) -> tuple[str, dict[str, Any]]:
+    """Run one download in a child Python under ``strace -f -y -e trace=CALLS``; (the trace, last event)."""
     script = (
         "import asyncio, json, sys\n"
         "from modelpull import download_model\n"
@@ -54,15 +62,14 @@ def traced_download(provider: str, model: str, **kwargs: Any) -> tuple[list[Call
     with tempfile.TemporaryDirectory(prefix="modelpull-strace-") as scratch:
         log = Path(scratch) / "trace.txt"
         out = subprocess.run(
-            [strace_path(), "-f", "-y", "-qq", "-s", "4096", "-o", str(log),
-             "-e", "trace=fsync,fdatasync,rename,renameat,renameat2",
-             sys.executable, "-c", script, json.dumps(kwargs)],
-            capture_output=True, text=True, timeout=120, env=os.environ.copy(), check=False,
+            [strace_path(), "-f", "-y", "-qq", "-s", str(string_size), "-o", str(log),
+             "-e", f"trace={calls}", sys.executable, "-c", script, json.dumps(kwargs)],
+            capture_output=True, text=True, timeout=240, env=os.environ.copy(), check=False,
         )
         if out.returncode != 0:
             raise AssertionError(f"traced download failed:\n{out.stderr[-3000:]}")
-        calls = parse(log.read_text())
-    return calls, json.loads(out.stdout.strip().splitlines()[-1])
+        trace = log.read_text()
+    return trace, json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def parse(trace: str) -> list[Call]:

@@ -16,14 +16,8 @@ inode. Timings belong to ``bench/``.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
-import tempfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,7 +25,7 @@ import pytest
 from modelpull import DownloadProgress, DownloadStatus, download_model
 from tests.servers.fault_proxy import FaultProxy
 from tests.servers.registry import DockerRegistry
-from tests.servers.strace import strace_path
+from tests.servers.strace import strace_download
 
 
 @pytest.fixture(scope="module")
@@ -76,26 +70,8 @@ _WRITE2 = re.compile(r"^pwritev2\(\d+<(?P<path>[^>]*)>, .*, (?P<offset>\d+), \d+
 
 def traced_writes(provider: str, model: str, **options: Any) -> tuple[list[tuple[str, int, int]], dict[str, Any]]:
     """Run one download under strace; (every write as (path, offset, length), the last event)."""
-    script = (
-        "import asyncio, json, sys\n"
-        "from modelpull import download_model\n"
-        "async def main():\n"
-        "    last = None\n"
-        f"    async for event in download_model({provider!r}, {model!r}, **json.loads(sys.argv[1])):\n"
-        "        last = event\n"
-        "    print(json.dumps(last.to_dict()))\n"
-        "asyncio.run(main())\n"
-    )
-    with tempfile.TemporaryDirectory(prefix="modelpull-writes-") as scratch:
-        log = Path(scratch) / "trace.txt"
-        out = subprocess.run(
-            [strace_path(), "-f", "-y", "-qq", "-s", "0", "-o", str(log),
-             "-e", "trace=pwrite64,pwritev,pwritev2", sys.executable, "-c", script, json.dumps(options)],
-            capture_output=True, text=True, timeout=240, env=os.environ.copy(), check=False,
-        )
-        assert out.returncode == 0, out.stderr[-3000:]
-        writes = parse_writes(log.read_text())
-    return writes, json.loads(out.stdout.strip().splitlines()[-1])
+    trace, last = strace_download("pwrite64,pwritev,pwritev2", provider, model, string_size=0, **options)
+    return parse_writes(trace), last
 
 
 def parse_writes(trace: str) -> list[tuple[str, int, int]]:

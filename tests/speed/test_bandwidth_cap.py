@@ -17,7 +17,7 @@ import pytest
 from modelpull import DownloadStatus, download_model
 from modelpull.errors import InvalidOption
 from tests.servers.registry import DockerRegistry
-from tests.service.conftest import start_service  # noqa: F401  (the service, in a thread)
+from tests.service.conftest import start_service  # noqa: F401  (the fixture: the service, in a thread)
 
 MB = 1_000_000
 
@@ -81,7 +81,7 @@ def _poll(client: httpx.Client, ids: list[str], until: float, samples: list[tupl
 
 
 def test_the_services_cap_is_shared_by_its_jobs_and_changes_while_they_run(
-    registry: DockerRegistry, start_service: Any, tmp_path: Path
+    registry: DockerRegistry, start_service: Any, tmp_path: Path  # noqa: F811 - the fixture
 ) -> None:
     service = start_service(max_speed="3M", ollama_models_dir=str(tmp_path / "ollama"))
     models = [registry.push_tiny(weights=16 * MB) for _ in range(2)]

@@ -123,7 +123,7 @@ async def test_a_corrupt_copy_in_another_store_is_not_trusted(
 async def test_a_hub_gguf_becomes_an_ollama_blob_without_a_download(
     olah, hf_front, registry: DockerRegistry, make_proxy, stores: dict[str, Path]
 ) -> None:
-    repo, name, data = gguf_repo(olah, "ToOllama", 3)
+    repo, _, data = gguf_repo(olah, "ToOllama", 3)
     hf_front.serve_lfs_from_disk()
     assert (await collect("gguf", f"{repo}:Q4_K_M", base_url=hf_front.endpoint))[-1].status is DownloadStatus.COMPLETE
     model = registry.push("library/shared-gguf", "q4", [(OLLAMA_MODEL, data)])
@@ -173,7 +173,7 @@ async def test_across_filesystems_the_copy_is_a_copy_still_not_a_download(
 
 
 async def test_dedup_false_fetches_from_the_source(olah, hf_front, stores: dict[str, Path]) -> None:
-    repo, name, data = gguf_repo(olah, "NoDedup", 5)
+    repo, name, _ = gguf_repo(olah, "NoDedup", 5)
     hf_front.serve_lfs_from_disk()
     assert (await collect("gguf", f"{repo}:Q4_K_M", base_url=hf_front.endpoint))[-1].status is DownloadStatus.COMPLETE
     hf_front.clear_log()
@@ -188,7 +188,7 @@ async def test_a_linked_file_is_published_durably(olah, hf_front, stores: dict[s
     """Flushed before it gets its name, its folder flushed after: as a downloaded file (strace)."""
     from tests.servers.strace import assert_durable, traced_download
 
-    repo, name, data = gguf_repo(olah, "Durable", 6)
+    repo, name, _ = gguf_repo(olah, "Durable", 6)
     hf_front.serve_lfs_from_disk()
     assert (await collect("gguf", f"{repo}:Q4_K_M", base_url=hf_front.endpoint))[-1].status is DownloadStatus.COMPLETE
     hf_front.clear_log()

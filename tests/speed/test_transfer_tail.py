@@ -16,7 +16,6 @@ from pathlib import Path
 
 from modelpull import DownloadStatus
 from tests.servers.registry import DockerRegistry
-
 from tests.speed.conftest import collect, traced_writes, written_once
 
 WEIGHTS = 8_000_000

@@ -76,7 +76,7 @@ class TlsFileServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
 
-    def __enter__(self) -> TlsFileServer:
+    def __enter__(self) -> TlsFileServer:  # noqa: PYI034 - not subclassed
         threading.Thread(target=self._main, daemon=True).start()
         assert self._ready.wait(10)
         return self

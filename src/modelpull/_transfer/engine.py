@@ -449,7 +449,11 @@ class TransferEngine:
                     self.tracker.update(transfer.key, state.received)
                     if (buffered >= _FLUSH_BYTES or len(buffer) >= _MAX_IOVEC
                             or now - since >= _FLUSH_INTERVAL or offset + buffered >= part.end):
-                        await writer.write(offset, buffer, part)
+                        stream.pausing = True  # waiting for our own disk, not for the server
+                        try:
+                            await writer.write(offset, buffer, part)
+                        finally:
+                            stream.pausing = False
                         offset += buffered
                         buffer, buffered = [], 0
                         if offset >= part.end:

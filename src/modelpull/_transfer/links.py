@@ -75,24 +75,22 @@ class LinkMemory:
 
     def note_speed(self, url: str | URL, per_connection: float) -> None:
         """One connection's speed over a while (not a burst)."""
-        if per_connection <= 0:
-            return
-        key = self._key(url)
-        now = time.monotonic()
-        with self._lock:
-            known = self._rates.get(key)
-            if known is not None and known[1] >= now - self.memory:
-                per_connection = known[0] * (1 - _WEIGHT) + per_connection * _WEIGHT
-            self._rates[key] = (per_connection, now)
+        if per_connection > 0:
+            self._average(self._rates, url, per_connection)
 
     def note_first_byte(self, url: str | URL, seconds: float) -> None:
+        self._average(self._latency, url, seconds)
+
+    def _average(self, table: dict[tuple[str, str, int], tuple[float, float]], url: str | URL,
+                 value: float) -> None:
+        """Fold ``value`` into what ``table`` knows of the URL's origin (a moving average)."""
         key = self._key(url)
         now = time.monotonic()
         with self._lock:
-            known = self._latency.get(key)
+            known = table.get(key)
             if known is not None and known[1] >= now - self.memory:
-                seconds = known[0] * (1 - _WEIGHT) + seconds * _WEIGHT
-            self._latency[key] = (seconds, now)
+                value = known[0] * (1 - _WEIGHT) + value * _WEIGHT
+            table[key] = (value, now)
 
     def forget(self) -> None:
         with self._lock:

@@ -92,7 +92,8 @@ class Stream:
     progressed: float = 0.0
     #: set when the schedule gave the rest of the part to another connection
     abandoned: bool = False
-    #: waiting before a retry (the server asked for it, or backoff): not silent, not slow
+    #: waiting for us - before a retry (backoff, the server's Retry-After), or for room in
+    #: the writer's queue (the disk is slower): not silent, not slow
     pausing: bool = False
     task: asyncio.Future[None] | None = None
     _samples: deque[tuple[float, int]] = field(default_factory=deque)
