@@ -83,18 +83,23 @@ def check_download(
     return make_provider(provider, model, token, base_url, **options).name
 
 
-def source_defaults(provider: str, settings: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+def source_defaults(
+    provider: str, settings: Mapping[str, Any], options: Mapping[str, Any] | None = None
+) -> tuple[str | None, dict[str, Any]]:
     """(base_url, options) a download from ``provider`` gets from machine-wide settings.
 
     ``settings`` maps setting names (``hf_endpoint``, ``hf_cache_dir``,
-    ``ollama_url``, ...: every :class:`~modelpull.providers.Location`) to values.
+    ``ollama_url``, ...: every :class:`~modelpull.providers.Location`) to values;
+    ``options``, the request's own, tell where it lands (``lmstudio=true`` takes
+    LM Studio's folder, not the source's cache).
     """
     source = SOURCES.get(provider)
     base_url = settings.get(source.base_url_setting.name) if source.base_url_setting else None
-    options: dict[str, Any] = {}
-    if source.folder_option and source.folder_setting and settings.get(source.folder_setting.name):
-        options[source.folder_option] = settings[source.folder_setting.name]
-    return base_url or None, options
+    landing = source.landing(options)
+    defaults: dict[str, Any] = {}
+    if landing.folder_option and landing.folder_setting and settings.get(landing.folder_setting.name):
+        defaults[landing.folder_option] = settings[landing.folder_setting.name]
+    return base_url or None, defaults
 
 
 def describe_sources() -> list[dict[str, Any]]:

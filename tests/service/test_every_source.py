@@ -160,3 +160,27 @@ def test_the_delete_guard_knows_every_source(name, start_service, silent):
         assert client.get(f"/downloads/{job}").json()["state"] == "running"
         client.delete(f"/downloads/{job}")
         wait_for(lambda: client.get(f"/downloads/{job}").json()["state"] == "cancelled")
+
+
+def test_an_option_that_moves_a_download_moves_its_folder_and_its_delete_guard(start_service, silent, tmp_path):
+    """``modelscope`` with ``lmstudio=true`` writes into LM Studio's folder: the service gives it
+    LM Studio's folder (not the ModelScope cache it would refuse beside lmstudio=true), and deleting
+    that LM Studio model while it downloads is refused."""
+    service = start_service(modelscope_cache_dir=str(tmp_path / "ms-cache"))
+    model = "Qwen/Qwen2.5-0.5B-Instruct"
+    body = {"provider": "ms", "model": model, "base_url": silent.url, "options": {"lmstudio": "true"}}
+    with service.client() as client:
+        started = client.post("/downloads", json=body)
+        assert started.status_code == 201, started.text
+        job = client.get(f"/downloads/{started.json()['id']}").json()
+        assert job["options"].get("models_dir") == str(service.dirs["lmstudio"]), job["options"]
+        assert "cache_dir" not in job["options"], job["options"]
+        wait_for(lambda: client.get(f"/downloads/{job['id']}").json()["state"] == "running")
+        refused = client.delete(f"/models/lmstudio/{model}")
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error_code"] == "download_running"
+        # the ModelScope cache is not where it lands: deleting there is not guarded by it
+        other = client.delete(f"/models/modelscope/{model}")
+        assert other.status_code != 409, other.text
+        client.delete(f"/downloads/{job['id']}")
+        wait_for(lambda: client.get(f"/downloads/{job['id']}").json()["state"] == "cancelled")

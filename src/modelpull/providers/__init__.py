@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from . import gguf, huggingface, modelscope, ollama_registry, ollama_server, url
 from ._registry import Registry
-from ._source import LocalModel, Location, Option, PartialDownload, Place, Source
+from ._source import Landing, LocalModel, Location, Option, PartialDownload, Place, Source
 from .base import Provider
 from .oci import OCI
 

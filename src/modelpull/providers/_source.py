@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COMMON_OPTIONS",
     "TRANSFER_OPTIONS",
+    "Landing",
     "LocalModel",
     "Location",
     "Option",
@@ -197,6 +198,26 @@ class Place:
     find_blob: BlobFinder | None = None
 
 
+@dataclass(frozen=True)
+class Landing:
+    """Where a download lands: a place, and the option and setting that choose its folder.
+
+    A source lands in its own place unless one of its boolean options moves it
+    (``modelscope`` with ``lmstudio=true`` writes into LM Studio's folder): the
+    delete guard, the service's default folders and the dedup all follow the move.
+    """
+
+    place: Place | None
+    folder_option: str | None = None
+    folder_setting: Location | None = None
+    #: the boolean option that moves a download here (None: the source's own place)
+    option: str | None = None
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"))
+
+
 #: builds the provider for one download: (source, model, token, base_url, options)
 ProviderFactory = Callable[["Source", str, "Secret | None", "str | None", dict[str, Any]], "Provider"]
 
@@ -228,6 +249,15 @@ class Source:
     owns: Callable[[LocalModel], bool] | None = None
     #: people see sources in this order: the common ones first
     rank: int = 100
+    #: other places an option moves a download to (see :class:`Landing`)
+    moves: tuple[Landing, ...] = ()
+
+    def landing(self, options: Mapping[str, Any] | None = None) -> Landing:
+        """Where a download with these options lands."""
+        for move in self.moves:
+            if _truthy((options or {}).get(move.option or "")):
+                return move
+        return Landing(self.place, self.folder_option, self.folder_setting)
 
     @property
     def option_names(self) -> frozenset[str]:

@@ -149,10 +149,11 @@ class Provider(ABC):
 
         settings = dict(PLACE_SETTINGS.get())
         source = SOURCES.find(self.name)
-        if source is not None and source.folder_option and source.folder_setting:
-            own = self.opts.get(source.folder_option)
+        landing = source.landing(self.opts) if source is not None else None
+        if landing is not None and landing.folder_option and landing.folder_setting:
+            own = self.opts.get(landing.folder_option)
             if own:
-                settings[source.folder_setting.key] = own
+                settings[landing.folder_setting.key] = own
         return settings
 
 

@@ -43,6 +43,7 @@ from ._repo import FileSelector, RepoFile, RepoProvider, RepoStore, Selection
 from ._source import (
     COMMON_OPTIONS,
     TRANSFER_OPTIONS,
+    Landing,
     LocalModel,
     Location,
     Option,
@@ -52,7 +53,7 @@ from ._source import (
     Source,
 )
 from .base import bool_option, patterns_option
-from .gguf import MMPROJ, GgufRef, GgufSelector
+from .gguf import LMSTUDIO_DIR, LMSTUDIO_PLACE, MMPROJ, GgufRef, GgufSelector
 from .huggingface import PatternSelector, hub_revision
 
 __all__ = ["MODELSCOPE", "MODELSCOPE_CACHE", "ModelScopeRef", "parse_modelscope_ref"]
@@ -287,5 +288,6 @@ MODELSCOPE = Source(
     place=MODELSCOPE_CACHE,
     folder_option="cache_dir",
     folder_setting=MODELSCOPE_CACHE_DIR,
+    moves=(Landing(LMSTUDIO_PLACE, "models_dir", LMSTUDIO_DIR, option="lmstudio"),),
     rank=75,
 )

@@ -137,9 +137,11 @@ class ServiceConfig:
         hosts = {"127.0.0.1", "localhost", "::1", "[::1]", self.host}
         return sorted(hosts)
 
-    def provider_defaults(self, provider: str) -> tuple[str | None, dict[str, Any]]:
-        """(base_url, options) a request for ``provider`` gets unless it names its own."""
-        return source_defaults(provider, self.settings)
+    def provider_defaults(
+        self, provider: str, options: dict[str, Any] | None = None
+    ) -> tuple[str | None, dict[str, Any]]:
+        """(base_url, options) a request for ``provider`` (with these options) gets unless it names its own."""
+        return source_defaults(provider, self.settings, options)
 
     def inventory_options(self) -> dict[str, Any]:
         """The settings the inventory reads, under its own names."""

@@ -194,7 +194,7 @@ def parse_job_request(
             "(start it with --allow-client-paths to let clients choose folders)",
         )
     name = SOURCES.get(provider).name  # raises UnsupportedProvider
-    default_base, default_options = config.provider_defaults(name)
+    default_base, default_options = config.provider_defaults(name, options)
     merged = {**default_options, **options}
     base_url = base_url or default_base
     model = model.strip()
@@ -246,9 +246,12 @@ def _plain_value(value: Any) -> bool:
 def _same_local_model(request: JobRequest, provider: str, model: str) -> bool:
     """Does a download (``request``) write the local model ``provider``/``model``?"""
     asked, running = SOURCES.find(provider), SOURCES.find(request.provider)
-    if asked is None or running is None or asked.place is None or running.place is None:
+    if asked is None or running is None:
         return False
-    return asked.place.name == running.place.name and asked.place.same_model(request.model, model)
+    place = running.landing(request.options).place
+    if asked.place is None or place is None:
+        return False
+    return asked.place.name == place.name and asked.place.same_model(request.model, model)
 
 
 def _flag(request: Request, name: str) -> bool:
