@@ -23,10 +23,9 @@ import json
 import os
 import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import aiohttp
-
+from ._lazy import lazy
 from ._transfer import read_capped
 from .errors import (
     AuthRequired,
@@ -39,6 +38,12 @@ from .errors import (
     ServerError,
     TransferTimeout,
 )
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy("aiohttp")
+
 
 __all__ = [
     "DEFAULT_OLLAMA",

@@ -22,14 +22,20 @@ import json
 import re
 import time
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from yarl import URL
 
+from .._lazy import lazy
 from .._secrets import Secret
 from .._transfer import read_capped, same_origin
 from ..errors import AuthRequired, ConnectionFailed, UnsafeSource
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy("aiohttp")
+
 
 _PARAM = re.compile(r'([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 #: tokens without ``expires_in`` are good for 60 s (the distribution spec's default)

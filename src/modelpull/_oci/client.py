@@ -18,10 +18,11 @@ import json
 import re
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import aiohttp
 from yarl import URL
 
+from .._lazy import lazy
 from .._secrets import Secret
 from .._transfer import (
     ServerBusy,
@@ -56,6 +57,11 @@ from .manifest import (
     parse_index,
     parse_manifest,
 )
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy("aiohttp")
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")

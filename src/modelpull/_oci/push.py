@@ -43,12 +43,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import aiohttp
 from yarl import URL
 
 from .._durable import write_atomic
+from .._lazy import lazy
 from .._transfer import ServerBusy, TooManyRedirects, retry_after, retry_request, send
 from ..errors import (
     AuthRequired,
@@ -62,6 +62,12 @@ from ..errors import (
 )
 from .client import OciClient, error_codes
 from .manifest import digest_hex
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy("aiohttp")
+
 
 __all__ = [
     "CHUNK_SECONDS",

@@ -25,11 +25,12 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import aiohttp
 from yarl import URL
 
 from .._durable import write_atomic
+from .._lazy import lazy
 from .._oci import OciClient, check_repository
 from .._oci.layout import (
     LayoutBlob,
@@ -45,6 +46,12 @@ from .._secrets import Secret
 from .._transfer import TransferPolicy
 from ..errors import IncompleteTransfer, InvalidModel, InvalidOption, ModelpullError
 from .artifact import BuiltArtifact
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy("aiohttp")
+
 
 __all__ = ["Blob", "Destination", "LayoutDestination", "RegistryDestination", "parse_destination"]
 

@@ -6,7 +6,7 @@ never from its modules.
 
 from .auth import Auth, BearerAuth, NoAuth, same_origin
 from .engine import ErrorForResponse, FileTransfer, TransferEngine
-from .hashing import hash_fd_range, hex_of, new_hasher
+from .hashing import file_has_digest, hash_fd_range, hex_of, new_hasher
 from .http import (
     ServerBusy,
     TooManyRedirects,
@@ -37,6 +37,7 @@ __all__ = [
     "TransferEngine",
     "TransferPolicy",
     "describe",
+    "file_has_digest",
     "hash_fd_range",
     "hex_of",
     "new_hasher",

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import aiohttp
 from yarl import URL
 
+from .._lazy import lazy
 from .._secrets import Secret
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy("aiohttp")
 
 
 class Auth(Protocol):

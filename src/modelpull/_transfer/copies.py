@@ -22,9 +22,13 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import threading
 from pathlib import Path
 
-__all__ = ["COPY", "LINK", "REFLINK", "place_copy"]
+from .._durable import replace_durably
+from .hashing import file_has_digest
+
+__all__ = ["COPY", "LINK", "REFLINK", "adopt_copy", "place_copy"]
 
 LINK, REFLINK, COPY = "hardlink", "reflink", "copy"
 
@@ -57,6 +61,30 @@ def place_copy(source: Path, target: Path) -> str:
         dst.truncate()
         shutil.copyfileobj(src, dst, 8 << 20)
     return COPY
+
+
+def adopt_copy(source: Path, target: Path, dest: Path, digest: str, size: int,
+               cancel: threading.Event) -> str | None:
+    """Bring ``source`` to ``target``, check it holds ``digest``, publish it as ``dest``.
+
+    Returns how it came (``hardlink``, ``reflink``, ``copy``), or None when its
+    size or digest differs (``target`` is removed; ``source`` is left as it is). The file
+    is flushed before its rename and its folder after, as a download is.
+    Blocking: run it in a thread; ``cancel`` stops the hashing.
+    """
+    if source.stat().st_size != size:
+        return None
+    target.unlink(missing_ok=True)
+    how = place_copy(source, target)
+    try:
+        if not file_has_digest(target, digest, size, cancel) or target.stat().st_size != size:
+            target.unlink(missing_ok=True)
+            return None
+        replace_durably(target, dest)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return how
 
 
 def _reflink(src: int, dst: int) -> bool:

@@ -42,14 +42,14 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-import aiohttp
 from filelock import FileLock, Timeout
 from yarl import URL
 
 from .._aio import run_all
 from .._durable import replace_durably
+from .._lazy import lazy
 from ..errors import (
     AuthRequired,
     ChecksumMismatch,
@@ -63,8 +63,8 @@ from ..errors import (
 )
 from ..progress import ProgressTracker
 from .auth import Auth, NoAuth
-from .copies import place_copy
-from .hashing import HashCancelled, check_digest, hash_fd_range, hex_of, new_hasher
+from .copies import adopt_copy
+from .hashing import HashCancelled, check_digest, hex_of
 from .http import describe, retry_after, send
 from .limit import RateLimit
 from .links import LINKS, LinkMemory
@@ -73,6 +73,12 @@ from .policy import TransferPolicy
 from .scheduler import FileSchedule, Stream
 from .wire import Fallback, WirePool, WireResponse
 from .writer import Chunk, DiskWriter
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy("aiohttp")
+
 
 log = logging.getLogger("modelpull.transfer")
 
@@ -141,7 +147,7 @@ class _Retry(Exception):
 #: ``status``, ``headers``, ``url`` and ``content_length``.
 ErrorForResponse = Callable[[Any, str], ModelpullError | None]
 #: a response the engine reads a part from
-Answer = aiohttp.ClientResponse | WireResponse
+Answer: TypeAlias = "aiohttp.ClientResponse | WireResponse"
 
 
 class TransferEngine:
@@ -576,32 +582,22 @@ class TransferEngine:
         for source in dict.fromkeys(candidates):
             if source == transfer.dest:
                 continue
-            try:
-                if source.stat().st_size != transfer.size:
-                    continue
-            except OSError:
-                continue
             self.tracker.current = transfer.key
-            target.unlink(missing_ok=True)
             cancel = threading.Event()
             try:
-                how = await asyncio.to_thread(place_copy, source, target)
-                good = await asyncio.to_thread(_has_digest, target, transfer.digest, transfer.size, cancel)
-                if good:
-                    await asyncio.to_thread(replace_durably, target, transfer.dest)
+                how = await asyncio.to_thread(
+                    adopt_copy, source, target, transfer.dest, transfer.digest, transfer.size, cancel
+                )
             except asyncio.CancelledError:
                 cancel.set()
-                target.unlink(missing_ok=True)
                 raise
             except (OSError, HashCancelled) as exc:
                 log.info("could not use %s for %s: %s", source, transfer.key, exc)
-                target.unlink(missing_ok=True)
                 continue
-            if not good:
+            if how is None:
                 log.warning(
                     "%s claims the bytes of %s but its digest differs; not using it", source, transfer.key
                 )
-                target.unlink(missing_ok=True)
                 continue
             log.info("%s: %s of %s instead of a download", transfer.key, how, source)
             self.copied[transfer.key] = how
@@ -630,19 +626,6 @@ class TransferEngine:
                 f"{hex_of(transfer.digest)[:16]}…; nothing was kept or published. Run the "
                 "download again to fetch it anew"
             )
-
-
-def _has_digest(path: Path, digest: str, size: int, cancel: threading.Event) -> bool:
-    """Does the file at ``path`` hold exactly ``size`` bytes with this digest? (blocking)"""
-    hasher = new_hasher(digest, size)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if os.fstat(fd).st_size != size:
-            return False
-        hash_fd_range(fd, 0, size, hasher, cancel)
-    finally:
-        os.close(fd)
-    return bool(hasher.hexdigest() == hex_of(digest))
 
 
 def _body(response: Answer) -> AsyncIterator[Chunk]:

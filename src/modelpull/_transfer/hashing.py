@@ -50,3 +50,17 @@ def hash_fd_range(fd: int, start: int, end: int, hasher: Any, cancel: threading.
             raise OSError(f"file ended at byte {pos}, expected {end}")
         hasher.update(data)
         pos += len(data)
+
+
+def file_has_digest(path: str | os.PathLike[str], digest: str, size: int, cancel: threading.Event) -> bool:
+    """Are the first ``size`` bytes of ``path`` the ones ``digest`` names? (Blocking: run it in a
+    thread; ``cancel`` stops it.) A file shorter than ``size`` does not match."""
+    hasher = new_hasher(digest, size)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if os.fstat(fd).st_size < size:
+            return False
+        hash_fd_range(fd, 0, size, hasher, cancel)
+    finally:
+        os.close(fd)
+    return bool(hasher.hexdigest() == hex_of(digest))

@@ -14,14 +14,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import aiohttp
 from yarl import URL
 
+from .._lazy import lazy
 from ..errors import ServerError
 from .auth import Auth
 from .policy import TransferPolicy
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy("aiohttp")
 
 REDIRECTS = (301, 302, 303, 307, 308)
 #: the redirects that keep the method and the body
@@ -70,6 +75,7 @@ async def send(
     method: str = "GET",
     body: Callable[[], Any] | None = None,
 ) -> aiohttp.ClientResponse:
+
     """``method url``, following redirects and answering one ``401`` through ``auth``.
 
     ``body`` makes the request body afresh for each attempt (an upload); a

@@ -16,10 +16,9 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import aiohttp
-
+from .._lazy import lazy
 from ..errors import (
     ConnectionFailed,
     DiskFull,
@@ -29,6 +28,11 @@ from ..errors import (
     TransferTimeout,
 )
 from .limit import RateLimit, parse_rate
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy("aiohttp")
 
 log = logging.getLogger("modelpull.transfer")
 
@@ -187,6 +191,7 @@ class TransferPolicy:
 async def retry_request(
     policy: TransferPolicy, call: Callable[[], Awaitable[T]], *, what: str = "request"
 ) -> T:
+
     """``await call()``, again while it fails in a way the policy deems worth retrying.
 
     For metadata requests (a manifest, a file list): up to

@@ -28,7 +28,6 @@ import urllib.request
 from collections import deque
 from collections.abc import AsyncIterator
 
-from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -375,7 +374,7 @@ class WirePool:
         host = url.raw_host or ""
         if url.explicit_port is not None:
             host = f"{host}:{url.explicit_port}"
-        lines = [f"GET {target} HTTP/1.1", f"Host: {host}", f"User-Agent: {SERVER_SOFTWARE}", "Accept: */*"]
+        lines = [f"GET {target} HTTP/1.1", f"Host: {host}", f"User-Agent: {_user_agent()}", "Accept: */*"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
         request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         for attempt in range(2):
@@ -458,3 +457,9 @@ def _parse_head(head: bytes, url: URL) -> tuple[int, CIMultiDictProxy[str]]:
         headers.popall("Content-Length", None)  # a body in chunks: the length is not the body's
     return int(parts[1]), CIMultiDictProxy(headers)
 
+
+def _user_agent() -> str:
+    """The User-Agent aiohttp sends, so servers see one client whichever path a request takes."""
+    from aiohttp.http import SERVER_SOFTWARE  # imported here: the lean path starts without aiohttp
+
+    return SERVER_SOFTWARE

@@ -16,7 +16,6 @@ from typing import Any, cast
 
 import click
 
-from .._push import check_push, push
 from ..errors import ModelpullError
 from ..progress import DownloadProgress
 from ._main import INTERRUPTED, main, sources_help
@@ -85,6 +84,8 @@ def push_command(
     if dry_run:
         options["dry_run"] = True
     try:
+        from .._push import check_push  # here: a command that pushes nothing never imports it
+
         check_push(provider, model, destination, format=fmt, token=token, source_token=source_token,
                    base_url=base_url, **options)
     except ModelpullError as exc:
@@ -98,6 +99,8 @@ def push_command(
 
 async def _push(provider: str, model: str, destination: str, fmt: str, token: str | None,
                 source_token: str | None, base_url: str | None, options: dict[str, Any], as_json: bool) -> int:
+    from .._push import push
+
     events = cast(
         "AsyncGenerator[DownloadProgress, None]",
         push(provider, model, destination, format=fmt, token=token, source_token=source_token, base_url=base_url,

@@ -24,9 +24,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
-import aiohttp
 from yarl import URL
 
+from .._lazy import lazy
 from .._secrets import Secret, as_secret
 from .._transfer import Auth, ServerBusy, read_capped, retry_after, retry_request, same_origin
 from ..errors import (
@@ -47,6 +47,11 @@ from ._repo import RepoFile, RepoListing
 if TYPE_CHECKING:
     from .._transfer import TransferPolicy
     from ._repo import FileSelector
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy("aiohttp")
 
 #: modelscope-hub's default endpoint (the China site; the international one is www.modelscope.ai)
 DEFAULT_ENDPOINT = "https://modelscope.cn"

@@ -18,21 +18,13 @@ store's slots, then the store publishes.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from .._transfer import (
-    FileTransfer,
-    TransferEngine,
-    hash_fd_range,
-    hex_of,
-    new_hasher,
-    present_bytes,
-)
+from .._transfer import FileTransfer, TransferEngine, file_has_digest, present_bytes
 from ..errors import ModelNotFound, ModelpullError
 from ..plan import LocalCopy, Plan, PlanDetail, PlanItem, QuantizationChoice
 from ..progress import ProgressTracker
@@ -379,15 +371,3 @@ class RepoProvider(Provider):
 
 def _digest_of(etag: str) -> str:
     return f"sha256:{etag}" if len(etag) == 64 else f"gitsha1:{etag}"
-
-
-def file_has_digest(path: Path, digest: str, size: int, cancel: threading.Event) -> bool:
-    """Do the first ``size`` bytes of ``path`` have ``digest``? (Blocking: run it in a thread;
-    ``cancel`` stops it.)"""
-    hasher = new_hasher(digest, size)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        hash_fd_range(fd, 0, size, hasher, cancel)
-    finally:
-        os.close(fd)
-    return bool(hasher.hexdigest() == hex_of(digest))

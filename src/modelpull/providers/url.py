@@ -51,10 +51,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-import aiohttp
 from yarl import URL
 
 from .._data import data_dir
+from .._lazy import lazy
 from .._secrets import Secret
 from .._transfer import (
     BearerAuth,
@@ -62,6 +62,7 @@ from .._transfer import (
     ServerBusy,
     TransferEngine,
     describe,
+    file_has_digest,
     present_bytes,
     retry_after,
     retry_request,
@@ -84,7 +85,6 @@ from ..plan import LocalCopy, Plan, PlanDetail, PlanItem
 from ..progress import ProgressTracker
 from ..stores.paths import FileSlot, join_inside
 from ._places import scan_partials
-from ._repo import file_has_digest
 from ._source import (
     COMMON_OPTIONS,
     TRANSFER_OPTIONS,
@@ -103,6 +103,11 @@ if TYPE_CHECKING:
 
     from .._transfer.writer import DiskWriter
 
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = lazy("aiohttp")
+
 __all__ = ["URL_FILES", "URL_SOURCE", "UrlFolder", "UrlRef", "default_url_dir", "parse_url_ref"]
 
 #: where modelpull keeps records, partial files and locks inside the folder
@@ -118,6 +123,7 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(?:\d+-\d+|\*)/(\d+)", re.IGNORECASE)
 _DISPOSITION = re.compile(
     r'(?:^|;)\s*(filename\*?)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)', re.IGNORECASE
 )
+
 _EXAMPLE = "https://host/path/model.gguf"
 
 
