@@ -99,3 +99,30 @@ def test_token_from_the_environment_stays_out_of_the_output(hf_front, repo, tmp_
               env={"MODELPULL_TOKEN": token})
     assert out.returncode == 0, out.stderr
     assert token not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("where", ["token file", "HF_TOKEN_PATH", "HUGGING_FACE_HUB_TOKEN"])
+def test_the_stored_hf_login_is_used_as_huggingface_hub_finds_it(hf_front, repo, tmp_path, where):
+    """No token given: the one ``hf auth login`` stored (or the older variable) is used, as
+    huggingface_hub's get_token finds it; it stays out of the output."""
+    repo_id, _ = repo
+    token = "hf_STORED" + uuid.uuid4().hex
+    hf_front.require_token(token, repo_id=repo_id)
+    home = tmp_path / "hf-home"
+    home.mkdir()
+    env = {"HF_HOME": str(home)}
+    if where == "token file":
+        (home / "token").write_text(token + "\n")
+    elif where == "HF_TOKEN_PATH":
+        (tmp_path / "elsewhere").write_text(token)
+        env["HF_TOKEN_PATH"] = str(tmp_path / "elsewhere")
+    else:
+        env["HUGGING_FACE_HUB_TOKEN"] = token
+    args = ("pull", "hf", repo_id, "--base-url", hf_front.endpoint, "--cache-dir", str(tmp_path / "c"), "--json")
+    out = run(*args, env=env)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr
+    assert token not in out.stdout + out.stderr
+    # and without it the repo is refused: the token really came from there
+    (home / "token").unlink(missing_ok=True)
+    out = run(*args[:-3], "--cache-dir", str(tmp_path / "d"), "--json", env={"HF_HOME": str(home)})
+    assert out.returncode != 0 and '"error_code": "not_found"' in out.stdout, out.stdout[-1000:]

@@ -30,5 +30,5 @@ def provider_names() -> list[str]:
     return SOURCES.names()
 
 
-__all__ = ["SOURCES", "LocalModel", "Location", "Option", "PartialDownload", "Place", "Provider", "Registry",
+__all__ = ["SOURCES", "Landing", "LocalModel", "Location", "Option", "PartialDownload", "Place", "Provider", "Registry",
            "Source", "provider_names"]
