@@ -178,13 +178,19 @@ async def _pull(provider: str, model: str, token: str | None, base_url: str | No
         "AsyncGenerator[DownloadProgress, None]",
         download_model(provider, model, token=token, base_url=base_url, **options),
     )
-    view: _View
+    return await show_events(events, _choose_view(model, as_json, _JsonView, _RichView, _PlainView))
+
+
+def _choose_view(model: str, as_json: bool, json_view: type[_View], rich_view: type[_View],
+                 plain_view: type[_View]) -> _View:
+    """``--json``, else the live view on a terminal, else plain lines."""
     if as_json:
-        view = _JsonView(model)
-    elif sys.stdout.isatty():
-        view = _RichView(model)
-    else:
-        view = _PlainView(model)
+        return json_view(model)
+    return rich_view(model) if sys.stdout.isatty() else plain_view(model)
+
+
+async def show_events(events: AsyncGenerator[DownloadProgress, None], view: _View) -> int:
+    """Render every event of a pull or a push; the exit code."""
     try:
         async with contextlib.aclosing(events):
             async for event in events:

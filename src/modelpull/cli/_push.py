@@ -9,7 +9,6 @@ continue the upload), says so, and exits 130; the same command resumes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 from collections.abc import AsyncGenerator
 from typing import Any, cast
@@ -19,7 +18,16 @@ import click
 from ..errors import ModelpullError
 from ..progress import DownloadProgress
 from ._main import INTERRUPTED, main, sources_help
-from ._pull import _JsonView, _parse_option, _PlainView, _refused, _RichView, _View
+from ._pull import (
+    _choose_view,
+    _JsonView,
+    _parse_option,
+    _PlainView,
+    _refused,
+    _RichView,
+    _View,
+    show_events,
+)
 
 
 class _PushWords(_View):
@@ -106,20 +114,4 @@ async def _push(provider: str, model: str, destination: str, fmt: str, token: st
         push(provider, model, destination, format=fmt, token=token, source_token=source_token, base_url=base_url,
              **options),
     )
-    view: _View
-    if as_json:
-        view = _PushJson(model)
-    elif sys.stdout.isatty():
-        view = _PushRich(model)
-    else:
-        view = _PushPlain(model)
-    try:
-        async with contextlib.aclosing(events):
-            async for event in events:
-                view.show(event)
-    except asyncio.CancelledError:
-        view.interrupted()
-        return INTERRUPTED
-    finally:
-        view.close()
-    return view.result()
+    return await show_events(events, _choose_view(model, as_json, _PushJson, _PushRich, _PushPlain))
