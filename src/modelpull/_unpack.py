@@ -40,8 +40,8 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Literal, cast
 
 from ._durable import fsync_dirs
+from ._safepath import safe_relative
 from .errors import IncompatibleModel, UnsafeSource
-from .stores.paths import safe_relative
 
 __all__ = ["Compression", "TarLayer", "unpack_layers", "unpack_tar"]
 

@@ -59,8 +59,8 @@ from enum import Enum
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
+from .._safepath import safe_relative
 from ..errors import IncompatibleModel, UnsafeSource
-from ..stores.paths import safe_relative
 
 __all__ = [
     "ANNOTATION_FILEPATH",

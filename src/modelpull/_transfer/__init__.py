@@ -5,7 +5,7 @@ never from its modules.
 """
 
 from .auth import Auth, BearerAuth, NoAuth, same_origin
-from .engine import ErrorForResponse, FileTransfer, TransferEngine
+from .engine import ErrorForResponse, TransferEngine
 from .hashing import file_has_digest, hash_fd_range, hex_of, new_hasher
 from .http import (
     ServerBusy,
@@ -17,7 +17,7 @@ from .http import (
     send,
 )
 from .limit import RateLimit, parse_rate
-from .parts import STATE_SUFFIX, PartialFile, present_bytes, read_partial
+from .parts import STATE_SUFFIX, FileTransfer, PartialFile, present_bytes, read_partial
 from .policy import POLICIES, POLICY_SETTINGS, Retry, TransferPolicy, resolve_policy, retry_request
 
 __all__ = [

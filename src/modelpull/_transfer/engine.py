@@ -40,8 +40,6 @@ import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from filelock import FileLock, Timeout
@@ -64,11 +62,11 @@ from ..errors import (
 from ..progress import ProgressTracker
 from .auth import Auth, NoAuth
 from .copies import adopt_copy
-from .hashing import HashCancelled, check_digest, hex_of
+from .hashing import HashCancelled, hex_of
 from .http import describe, retry_after, send
 from .limit import RateLimit
 from .links import LINKS, LinkMemory
-from .parts import STATE_SUFFIX, Part, PartState, merge_following_parts, present_bytes
+from .parts import FileTransfer, Part, PartState, merge_following_parts, present_bytes
 from .policy import TransferPolicy
 from .scheduler import FileSchedule, Stream
 from .wire import Fallback, WirePool, WireResponse
@@ -90,39 +88,6 @@ _FLUSH_INTERVAL = 0.05
 _MAX_IOVEC = 512
 #: files up to this size are written and hashed on the event loop, without threads
 _SMALL_FILE = 1 << 20
-
-
-@dataclass
-class FileTransfer:
-    """One file to fetch: where from, where to, how big, and its digest."""
-
-    url: str
-    dest: Path
-    size: int
-    digest: str
-    key: str
-    partial: Path | None = None
-    lock: Path | None = None
-    #: a file already at ``dest`` with the right size counts as done
-    trust_existing: bool = True
-    #: whose file this is (``provider``, ``model``), kept in the part state so partial
-    #: downloads can be listed by model
-    owner: dict[str, str] = field(default_factory=dict)
-    #: other files on this machine said to hold the same bytes (another store's copy of
-    #: the blob): asked just before the file would be fetched, trusted once verified
-    copies: Callable[[], Iterable[Path]] | None = None
-
-    def __post_init__(self) -> None:
-        check_digest(self.digest)
-        if self.partial is None:
-            self.partial = self.dest.with_name(self.dest.name + ".incomplete")
-        if self.lock is None:
-            self.lock = self.partial.with_name(self.partial.name + ".lock")
-
-    @property
-    def state_path(self) -> Path:
-        assert self.partial is not None
-        return self.partial.with_name(self.partial.name + STATE_SUFFIX)
 
 
 class _Retry(Exception):

@@ -15,16 +15,48 @@ import json
 import logging
 import os
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .engine import FileTransfer
+from .hashing import check_digest
 
 log = logging.getLogger("modelpull.transfer")
 
 STATE_SUFFIX = ".parts.json"
+
+
+@dataclass
+class FileTransfer:
+    """One file to fetch: where from, where to, how big, and its digest."""
+
+    url: str
+    dest: Path
+    size: int
+    digest: str
+    key: str
+    partial: Path | None = None
+    lock: Path | None = None
+    #: a file already at ``dest`` with the right size counts as done
+    trust_existing: bool = True
+    #: whose file this is (``provider``, ``model``), kept in the part state so partial
+    #: downloads can be listed by model
+    owner: dict[str, str] = field(default_factory=dict)
+    #: other files on this machine said to hold the same bytes (another store's copy of
+    #: the blob): asked just before the file would be fetched, trusted once verified
+    copies: Callable[[], Iterable[Path]] | None = None
+
+    def __post_init__(self) -> None:
+        check_digest(self.digest)
+        if self.partial is None:
+            self.partial = self.dest.with_name(self.dest.name + ".incomplete")
+        if self.lock is None:
+            self.lock = self.partial.with_name(self.partial.name + ".lock")
+
+    @property
+    def state_path(self) -> Path:
+        assert self.partial is not None
+        return self.partial.with_name(self.partial.name + STATE_SUFFIX)
 
 
 @dataclass

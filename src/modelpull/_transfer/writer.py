@@ -15,14 +15,10 @@ import errno
 import os
 import threading
 from collections import deque
-from typing import TYPE_CHECKING
 
 from ..errors import DiskFull
 from .hashing import HashCancelled, hash_fd_range, new_hasher
-from .parts import Part, PartState
-
-if TYPE_CHECKING:
-    from .engine import FileTransfer
+from .parts import FileTransfer, Part, PartState
 
 #: received bytes waiting for the writer thread before the connections pause
 _MAX_QUEUED = 8 << 20

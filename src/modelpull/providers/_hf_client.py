@@ -25,6 +25,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from .._safepath import safe_relative
 from .._secrets import Secret, as_secret
 from .._transfer import BearerAuth, retry_request
 from ..errors import (
@@ -39,7 +40,6 @@ from ..errors import (
     TransferTimeout,
     UnsafeSource,
 )
-from ..stores.paths import safe_relative
 from ._repo import FileSelector, RepoFile, RepoListing
 
 if TYPE_CHECKING:

@@ -27,6 +27,7 @@ from urllib.parse import quote
 from yarl import URL
 
 from .._lazy import lazy
+from .._safepath import safe_relative
 from .._secrets import Secret, as_secret
 from .._transfer import Auth, ServerBusy, read_capped, retry_after, retry_request, same_origin
 from ..errors import (
@@ -41,7 +42,6 @@ from ..errors import (
     UnsafeSource,
 )
 from ..stores.modelscope_cache import split_repo_id
-from ..stores.paths import safe_relative
 from ._repo import RepoFile, RepoListing
 
 if TYPE_CHECKING:

@@ -37,12 +37,12 @@ from typing import Any
 from .._format import format_bytes
 from .._gguf import SPLIT as _SPLIT
 from .._gguf import gguf_quantization, is_projector, quantization_of
+from .._safepath import safe_relative
 from .._secrets import Secret
 from ..errors import IncompatibleModel, InvalidModel, ModelNotFound, UnsafeSource
 from ..plan import QuantizationChoice
 from ..refs import parse_hf_repo_id
 from ..stores.lmstudio import lmstudio_store
-from ..stores.paths import safe_relative
 from ._hf_client import HubClient
 from ._places import (
     HF_CACHE,

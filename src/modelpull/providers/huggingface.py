@@ -13,11 +13,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .._safepath import safe_relative
 from .._secrets import Secret
 from ..errors import IncompatibleModel, InvalidOption, ModelNotFound, UnsafeSource
 from ..refs import parse_hf_repo_id
 from ..stores.hf_cache import HfCacheStore, LocalDirStore
-from ..stores.paths import safe_relative
 from ._hf_client import HubClient
 from ._places import HF_CACHE, HF_CACHE_DIR, HF_ENDPOINT
 from ._repo import RepoFile, RepoProvider, RepoStore, Selection

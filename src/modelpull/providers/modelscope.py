@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._safepath import safe_relative
 from .._secrets import Secret
 from ..errors import IncompatibleModel, InvalidModel, InvalidOption, UnsafeSource
 from ..stores.lmstudio import lmstudio_store
 from ..stores.modelscope_cache import DEFAULT_REVISION, ModelScopeCacheStore, split_repo_id
-from ..stores.paths import safe_relative
 from ._modelscope_client import ModelScopeClient
 from ._places import scan_partials
 from ._repo import FileSelector, RepoFile, RepoProvider, RepoStore, Selection

@@ -55,6 +55,7 @@ from yarl import URL
 
 from .._data import data_dir
 from .._lazy import lazy
+from .._safepath import join_inside
 from .._secrets import Secret
 from .._transfer import (
     BearerAuth,
@@ -83,7 +84,7 @@ from ..errors import (
 )
 from ..plan import LocalCopy, Plan, PlanDetail, PlanItem
 from ..progress import ProgressTracker
-from ..stores.paths import FileSlot, join_inside
+from ..stores.paths import FileSlot
 from ._places import scan_partials
 from ._source import (
     COMMON_OPTIONS,

@@ -77,9 +77,10 @@ from .._oci.artifacts import (
     ModelArtifact,
     UnpackPlacement,
 )
+from .._safepath import join_inside
 from .._unpack import TarLayer, unpack_layers
 from ..errors import InvalidModel, ModelNotFound, UnsafeSource
-from .paths import DigestBlobs, join_inside
+from .paths import DigestBlobs
 
 __all__ = [
     "DockerModelStore",

@@ -18,7 +18,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .._durable import fsync_dirs, write_atomic
-from .paths import FileSlot, check_sha256_hex, join_inside, safe_relative, shared_bytes, with_size
+from .._safepath import join_inside, safe_relative
+from .paths import FileSlot, check_sha256_hex, shared_bytes, with_size
 
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 #: huggingface_hub's tree-listing cache format (``trees/<commit>.json``)

@@ -26,9 +26,10 @@ import sys
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .._safepath import join_inside, safe_relative
 from ..errors import InvalidModel, InvalidOption, ModelNotFound, UnsafeSource
 from .hf_cache import LocalDirStore
-from .paths import check_sha256_hex, join_inside, safe_relative, shared_bytes, with_size
+from .paths import check_sha256_hex, shared_bytes, with_size
 
 __all__ = [
     "delete_local",

@@ -53,9 +53,10 @@ from typing import Any
 from filelock import FileLock
 
 from .._durable import write_atomic
+from .._safepath import join_inside, safe_relative
 from ..errors import InvalidModel, ModelNotFound, UnsafeSource
 from .hf_cache import LocalSnapshot
-from .paths import FileSlot, join_inside, safe_relative
+from .paths import FileSlot
 
 DEFAULT_REVISION = "master"
 STATE_FOLDER = ".modelpull"
