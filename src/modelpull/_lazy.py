@@ -27,8 +27,6 @@ class _LazyModule(types.ModuleType):
     """Stands for a module until one of its attributes is read."""
 
     def __getattr__(self, attr: str) -> Any:
-        if attr.startswith("__") and attr.endswith("__"):
-            raise AttributeError(attr)  # copy, pickle and doctest probe these
         value = getattr(importlib.import_module(self.__name__), attr)
         setattr(self, attr, value)  # the next read is a plain attribute
         return value

@@ -60,3 +60,16 @@ def test_an_unknown_name_is_an_attribute_error() -> None:
 
     with pytest.raises(AttributeError, match="no_such_name"):
         modelpull.no_such_name  # noqa: B018
+
+
+def test_a_lazy_module_imports_on_first_read_and_is_the_module_after() -> None:
+    probe = (
+        "import sys\n"
+        "from modelpull._lazy import lazy\n"
+        "c = lazy('colorsys')\n"
+        "before = 'colorsys' in sys.modules\n"
+        "import colorsys\n"
+        "print(before, c.rgb_to_hsv is colorsys.rgb_to_hsv, c.__name__, c.__file__ == colorsys.__file__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["False", "True", "colorsys", "True"], out.stdout + out.stderr
