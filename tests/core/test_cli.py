@@ -126,3 +126,27 @@ def test_the_stored_hf_login_is_used_as_huggingface_hub_finds_it(hf_front, repo,
     (home / "token").unlink(missing_ok=True)
     out = run(*args[:-3], "--cache-dir", str(tmp_path / "d"), "--json", env={"HF_HOME": str(home)})
     assert out.returncode != 0 and '"error_code": "not_found"' in out.stdout, out.stdout[-1000:]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["pull", "hf"], "Missing argument 'MODEL'"),
+    (["pull", "hf", "a/b", "--no-such-flag"], "No such option '--no-such-flag'"),
+    (["rm", "hf"], "name the PROVIDER and the MODEL"),
+    (["no-such-command"], "No such command 'no-such-command'"),
+])
+def test_a_command_line_click_cannot_read_is_an_error_in_the_one_format(args, words):
+    out = run(*args)
+    assert out.returncode == 2, out.stderr
+    assert out.stdout == ""
+    assert out.stderr.startswith("error [invalid_option]: ") and words in out.stderr, out.stderr
+    assert "Usage:" not in out.stderr and "Error:" not in out.stderr
+    command = f" {args[0]}" if args[0] in ("pull", "rm") else ""
+    assert f"{command} --help')" in out.stderr and "(see '" in out.stderr, out.stderr
+
+
+def test_with_json_an_unreadable_command_line_is_one_error_event():
+    out = run("pull", "hf", "--json")
+    assert out.returncode == 2, out.stderr
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [(e["status"], e["error_code"]) for e in events] == [("error", "invalid_option")]
+    assert "Missing argument 'MODEL'" in events[0]["message"]

@@ -1,13 +1,18 @@
 """The ``modelpull`` command group; each command lives in a module of its own.
 
 Every command reports an error the same way: ``error [code]: message`` on
-stderr (the message exactly as written), exit status 1.
+stderr (the message exactly as written), exit status 1; a command line that
+cannot be read (a missing argument, an unknown flag) too, as ``invalid_option``
+with exit status 2 (click's and the shells' usage status).
 """
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 import textwrap
+from typing import Any
 
 import click
 
@@ -62,7 +67,36 @@ def error_event(code: str, message: str) -> DownloadProgress:
     return DownloadProgress(DownloadStatus.ERROR, message, error_code=code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=sources_help())
+#: exit status of a command line that cannot be read
+USAGE = 2
+
+
+class _Commands(click.Group):
+    """The command group; click's own usage errors come out in the one error format."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            status = super().main(*args, **{**kwargs, "standalone_mode": False})
+        except click.UsageError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx is not None:  # a bare command
+                click.echo(exc.ctx.get_help())
+                sys.exit(USAGE)
+            command = exc.ctx.command_path if exc.ctx is not None else "modelpull"
+            message = f"{exc.format_message()} (see '{command} --help')"
+            if "--json" in sys.argv[1:]:
+                click.echo(json.dumps(error_event("invalid_option", message).to_dict()))
+            else:
+                print_error("invalid_option", message)
+            sys.exit(USAGE)
+        except click.ClickException as exc:
+            print_error(None, exc.format_message())
+            sys.exit(exc.exit_code)
+        except click.Abort:  # Ctrl-C that no command caught
+            sys.exit(INTERRUPTED)
+        sys.exit(status if isinstance(status, int) else 0)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]}, epilog=sources_help())
 @click.version_option(__version__, prog_name="modelpull")
 def main() -> None:
     """Download AI models from Hugging Face, MLX repos, GGUF repos and Ollama with honest progress."""
