@@ -29,9 +29,9 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from modelpull.service import ServiceConfig, create_app
+from modelpull.service._app import service_server
 from tests.servers import wait_until
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -83,10 +83,8 @@ def _serve_in_thread(config: ServiceConfig) -> Service:
     for logger in loggers:
         logger.addHandler(capture)
         logger.setLevel(logging.INFO)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=config.host, port=config.port, log_config=None, log_level="info",
-                       timeout_graceful_shutdown=2, lifespan="on")
-    )
+    server = service_server(app, host=config.host, port=config.port, log_config=None, log_level="info",
+                            timeout_graceful_shutdown=2, lifespan="on")
     thread = threading.Thread(target=server.run, name="modelpull-service", daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

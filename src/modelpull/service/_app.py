@@ -69,24 +69,37 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
     return app
 
 
-def run(config: ServiceConfig | None = None, log_level: str = "info", **uvicorn_options: Any) -> None:
-    """Serve with uvicorn until interrupted (refuses unsafe settings first)."""
+def service_server(app: FastAPI, **uvicorn_options: Any) -> Any:
+    """A uvicorn server for ``app`` that ends the event streams first when it stops.
+
+    uvicorn waits for open connections before the app's shutdown, and a page's
+    event stream never ends by itself: without this, every stop would wait the
+    whole grace time and cut the streams mid-chunk.
+    """
     import uvicorn
 
+    class ServiceServer(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            app.state.modelpull.end_streams()
+            await super().shutdown(sockets)
+
+    return ServiceServer(uvicorn.Config(app, **uvicorn_options))
+
+
+def run(config: ServiceConfig | None = None, log_level: str = "info", **uvicorn_options: Any) -> None:
+    """Serve with uvicorn until interrupted (refuses unsafe settings first)."""
     config = config or ServiceConfig.from_env()
     app = create_app(config)
     _log_to_stderr(log_level)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=config.host.strip("[]"),
-            port=config.port,
-            log_level=log_level,
-            server_header=False,
-            proxy_headers=False,
-            timeout_graceful_shutdown=3,
-            **uvicorn_options,
-        )
+    server = service_server(
+        app,
+        host=config.host.strip("[]"),
+        port=config.port,
+        log_level=log_level,
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=3,
+        **uvicorn_options,
     )
     server.run()
 

@@ -309,10 +309,14 @@ class Job:
         self._notify()
 
     def _notify(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        self.wake()
         for listener in self._listeners:
             listener(self)
+
+    def wake(self) -> None:
+        """Wake whoever waits for this job's next event."""
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     def _coalesce(self) -> None:
         # Keep the first event (STARTING, with the plan's totals) and drop the
@@ -693,9 +697,18 @@ class JobManager:
     def _drop_feed(self, feed: JobFeed) -> None:
         self._feeds.discard(feed)
 
+    def end_streams(self) -> None:
+        """The server is stopping: every event stream ends at once, cleanly, instead of being cut
+        when the server's grace time runs out; clients reconnect with ``Last-Event-ID``."""
+        self.closing = True
+        for job in self._jobs.values():
+            job.wake()
+        for feed in list(self._feeds):
+            feed.wake.set()
+
     async def close(self) -> None:
         """The service is stopping: stop every running job (with a journal, the next start resumes them)."""
-        self.closing = True
+        self.end_streams()
         jobs = self.running()
         journaled = self._keeper is not None
         await asyncio.gather(*(job.interrupt() if journaled else job.cancel() for job in jobs),
@@ -703,8 +716,6 @@ class JobManager:
         if self._keeper is not None:
             await self._keeper.close()
         self.release_journal()
-        for feed in list(self._feeds):
-            feed.wake.set()
 
     def release_journal(self) -> None:
         """Let another manager (or service) take the journal."""

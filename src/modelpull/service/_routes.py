@@ -87,6 +87,11 @@ class ServiceState:
         if self._manager is not None:
             await self._manager.close()
 
+    def end_streams(self) -> None:
+        """The server is stopping: end every event stream now (see :meth:`JobManager.end_streams`)."""
+        if self._manager is not None:
+            self._manager.end_streams()
+
 
 def _check_auth(request: Request, config: ServiceConfig) -> None:
     bad = _SECRET_QUERY_NAMES & {k.lower() for k in request.query_params}
