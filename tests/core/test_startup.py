@@ -38,6 +38,13 @@ def _imported_by(*args: str, env: dict[str, str] | None = None) -> list[str]:
     return list(json.loads(marker[1]))
 
 
+def _python(code: str) -> list[str]:
+    """What a fresh interpreter running ``code`` prints, word by word."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
 @pytest.mark.parametrize("args", [["--help"], ["pull", "--help"], ["push", "--help"], ["--version"]])
 def test_help_imports_no_network_stack(args: list[str]) -> None:
     assert _imported_by(*args) == []
@@ -51,8 +58,7 @@ def test_the_library_names_cost_nothing_until_used() -> None:
         "print(before, 'modelpull.api' in sys.modules, callable(modelpull.push), sorted(modelpull.__all__) == "
         "sorted(n for n in dir(modelpull) if n in modelpull.__all__))\n"
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
-    assert out.stdout.split() == ["False", "True", "True", "True"], out.stdout + out.stderr
+    assert _python(probe) == ["False", "True", "True", "True"]
 
 
 def test_an_unknown_name_is_an_attribute_error() -> None:
@@ -71,5 +77,4 @@ def test_a_lazy_module_imports_on_first_read_and_is_the_module_after() -> None:
         "import colorsys\n"
         "print(before, c.rgb_to_hsv is colorsys.rgb_to_hsv, c.__name__, c.__file__ == colorsys.__file__)\n"
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
-    assert out.stdout.split() == ["False", "True", "colorsys", "True"], out.stdout + out.stderr
+    assert _python(probe) == ["False", "True", "colorsys", "True"]
