@@ -75,7 +75,6 @@ async def send(
     method: str = "GET",
     body: Callable[[], Any] | None = None,
 ) -> aiohttp.ClientResponse:
-
     """``method url``, following redirects and answering one ``401`` through ``auth``.
 
     ``body`` makes the request body afresh for each attempt (an upload); a

@@ -191,7 +191,6 @@ class TransferPolicy:
 async def retry_request(
     policy: TransferPolicy, call: Callable[[], Awaitable[T]], *, what: str = "request"
 ) -> T:
-
     """``await call()``, again while it fails in a way the policy deems worth retrying.
 
     For metadata requests (a manifest, a file list): up to

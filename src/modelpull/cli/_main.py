@@ -74,16 +74,17 @@ USAGE = 2
 class _Commands(click.Group):
     """The command group; click's own usage errors come out in the one error format."""
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:
+    def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
         try:
-            status = super().main(*args, **{**kwargs, "standalone_mode": False})
+            status = super().main(argv, *rest, **{**kwargs, "standalone_mode": False})
         except click.UsageError as exc:
             if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx is not None:  # a bare command
                 click.echo(exc.ctx.get_help())
                 sys.exit(USAGE)
             command = exc.ctx.command_path if exc.ctx is not None else "modelpull"
             message = f"{exc.format_message()} (see '{command} --help')"
-            if "--json" in sys.argv[1:]:
+            if "--json" in argv:
                 click.echo(json.dumps(error_event("invalid_option", message).to_dict()))
             else:
                 print_error("invalid_option", message)

@@ -40,6 +40,7 @@ from ..errors import (
     TransferTimeout,
     UnsafeSource,
 )
+from ..stores.hf_cache import hf_home
 from ._repo import FileSelector, RepoFile, RepoListing
 
 if TYPE_CHECKING:
@@ -89,8 +90,7 @@ def _stored_token_possible() -> bool:
         return True
     if "IPython" in sys.modules:
         return True
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
-    path = os.environ.get("HF_TOKEN_PATH") or os.path.join(os.path.expandvars(os.path.expanduser(home)), "token")
+    path = os.environ.get("HF_TOKEN_PATH") or str(hf_home() / "token")
     return os.path.exists(os.path.expandvars(os.path.expanduser(path)))
 
 

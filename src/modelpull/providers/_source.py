@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .base import as_bool
+
 if TYPE_CHECKING:
     from .._secrets import Secret
     from .base import Provider
@@ -214,10 +216,6 @@ class Landing:
     option: str | None = None
 
 
-def _truthy(value: Any) -> bool:
-    return value is True or (isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"))
-
-
 #: builds the provider for one download: (source, model, token, base_url, options)
 ProviderFactory = Callable[["Source", str, "Secret | None", "str | None", dict[str, Any]], "Provider"]
 
@@ -255,7 +253,7 @@ class Source:
     def landing(self, options: Mapping[str, Any] | None = None) -> Landing:
         """Where a download with these options lands."""
         for move in self.moves:
-            if _truthy((options or {}).get(move.option or "")):
+            if as_bool((options or {}).get(move.option or "")):
                 return move
         return Landing(self.place, self.folder_option, self.folder_setting)
 

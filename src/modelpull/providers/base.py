@@ -189,12 +189,24 @@ def check_free_space(needs: list[tuple[Path, int]]) -> None:
             )
 
 
-def bool_option(options: dict[str, Any], name: str, default: bool = False) -> bool:
-    value = options.get(name, default)
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def as_bool(value: Any) -> bool | None:
+    """A boolean option's value as written (a bool, or 1/0, true/false, yes/no, on/off); None if
+    it is none of those."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-        return value.lower() in ("1", "true", "yes", "on")
+    if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+        return value.lower() in _TRUE
+    return None
+
+
+def bool_option(options: dict[str, Any], name: str, default: bool = False) -> bool:
+    value = options.get(name, default)
+    parsed = as_bool(value)
+    if parsed is not None:
+        return parsed
     raise InvalidOption(f"option {name!r} must be true or false, got {value!r}")
 
 
