@@ -66,6 +66,7 @@ def kill_at_half(proc: subprocess.Popen[Any], source: Source) -> int:
 
 def check_second_run(source: Source, figures: Figures, provider: str, at_kill: int, how: str) -> None:
     assert at_kill < SIZE, "the first run finished before the kill"
+    assert source.proxy.wait_idle()  # the log is final
     total = source.proxy.body_bytes(source.big_path)
     refetched = total - SIZE
     figures.record(f"6-sigkill-{how}", provider, file_bytes=SIZE, sent_before_kill=at_kill,

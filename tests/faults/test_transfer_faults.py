@@ -36,6 +36,7 @@ async def test_1_three_cuts_in_one_file_complete_with_the_right_digest(source: S
     assert len(ranges) == 4, ranges  # the first request and one resume per cut
     assert all(r and not r.startswith("bytes=0-") for r in ranges[1:]), ranges  # each resumed mid-file
     # A reset throws away what was in flight (socket and client buffers); nothing else is fetched twice.
+    assert source.proxy.wait_idle()  # the log is final
     fetched = source.proxy.body_bytes(source.big_path)
     assert 0 <= fetched - source.big_size <= 3 * (BIG // 5), fetched
     figures.record("1-cuts", source.provider, faults_survived=len(cuts), file_bytes=source.big_size,
